@@ -1,0 +1,1 @@
+"""Learning-to-learn agents written against the :mod:`pcmeta.hardware` Substrate interface."""

@@ -1,0 +1,1 @@
+"""The ``pcmeta`` command line and the end-to-end runs (train, deploy, evaluate, render, bench)."""

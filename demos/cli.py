@@ -1,0 +1,66 @@
+"""The ``pcmeta`` command line.
+
+Subcommand groups: ``pcmeta data``, ``pcmeta omniglot``, ``pcmeta arm``, ``pcmeta bench``.
+Each area lives in its own module listed in :data:`AREAS`; a module provides
+``register(groups)`` where ``groups`` maps a group name ("data", "omniglot", "arm", "bench") to an
+argparse sub-parsers object, and adds its subcommands there with ``set_defaults(func=handler)``.
+Registration must stay cheap: heavy imports (torch, pybullet, brian2) belong inside the handlers.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+#: Modules that add subcommands (see the module docstring).
+AREAS = [
+    "pcmeta.demos.cli_hardware",
+]
+
+GROUPS = {
+    "data": "download and prepare data sets",
+    "omniglot": "few-shot image classification with MAML (train, eval, sweep)",
+    "arm": "one-shot robot-arm trajectory learning (replay, train, eval, demo)",
+    "bench": "benchmarks that print measured figures",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pcmeta import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pcmeta",
+        description="Learning-to-learn on simulated phase-change-memory in-memory computing.",
+    )
+    parser.add_argument("--version", action="version", version=f"pcmeta {__version__}")
+    top = parser.add_subparsers(dest="group", metavar="GROUP")
+    groups = {}
+    for name, help_ in GROUPS.items():
+        p = top.add_parser(name, help=help_, description=help_)
+        groups[name] = p.add_subparsers(dest="command", metavar="COMMAND")
+        p.set_defaults(func=None, _group_parser=p)
+    for mod in AREAS:
+        importlib.import_module(mod).register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "group", None) is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "func", None) is None:
+        args._group_parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
+        print(f"pcmeta: error: {exc}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
