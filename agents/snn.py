@@ -1,0 +1,637 @@
+"""The spiking one-shot learner of the arm task in PyTorch: natural e-prop with a learning-signal generator.
+
+SPEC.md section 2 defines every equation used here; this module implements them in discrete time
+(dt = 1 ms per network step), batched over tasks, in float32 (default) or float64.
+
+Neuron model (all states start at 0; one trial = T steps, t = 0..T-1)::
+
+    b_t = rho b_{t-1} + z_{t-1}                         (ALIF only; rho = exp(-1/tau_a))
+    A_t = v_th + beta b_t                                (LIF: beta = 0, A_t = v_th)
+    v_t = alpha v_{t-1} + x_t W_in + z_{t-1} W_rec - A_t z_{t-1}      (alpha = exp(-1/tau_m))
+    z_t = [v_t > A_t], forced to 0 if the neuron was refractory at t-1 (r_{t-1} > 0)
+    r_t = clip(r_{t-1} + 5 z_t - 1, 0, 5)                 (a spike is followed by 4 silent steps)
+    y_t = kappa y_{t-1} + z_t W_out                       (leaky readout, kappa = exp(-1/tau_out))
+
+W_rec has no self-connections: its diagonal is ignored (masked) everywhere in this module.
+
+Natural e-prop (one update after the demonstration trial)::
+
+    psi_{j,t} = (gamma / v_th) max(0, 1 - |v_{j,t} - A_{j,t}| / v_th),  0 where refractory at t-1
+    ebar^in_t  = alpha ebar^in_{t-1} + x_t,   ebar^rec_t = alpha ebar^rec_{t-1} + z_{t-1}
+    dW = -eta Ebar^T (Psi * L)                            (eta = 1e-4; L = the LSG readout at step t)
+
+Two networks: the learning network (:data:`LEARNER`: 250 LIF, 5 clock inputs, 2 angular velocities in
+rad/s out) and the learning-signal generator (:data:`LSG`: 560 LIF then 240 ALIF, 53 inputs = clock and
+the 16-bit code of the target path, 250 learning signals out).
+
+Deployment: :class:`EpropLearner` keeps the learning network's W_in and W_rec (and the fixed readout
+W_out) as :class:`pcmeta.hardware` SynapticArrays: every time step is one ``matmul`` per array, the
+update is one ``update(dW)``. Meta-training: :func:`one_shot_episode` is a pure function of a parameter
+dict, differentiable end to end (surrogate gradient = the pseudo-derivative above), so that BPTT through
+the e-prop update is ``loss.backward()`` (:func:`meta_loss`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from pcmeta.tasks import trajectories as traj
+
+__all__ = [
+    "SNNConfig", "LEARNER", "LSG", "ETA", "PARAM_KEYS", "SNNRecord", "spike_fn", "run_snn",
+    "reference_step", "leaky_filter", "traces", "eprop_update", "load_weights", "default_weights_path",
+    "episode_inputs", "one_shot_episode", "arm_losses", "meta_loss", "rate_regularization",
+    "EpropLearner", "evaluate", "summarize",
+]
+
+#: Learning rate of the one natural e-prop update.
+ETA: float = 1e-4
+
+
+@dataclass(frozen=True)
+class SNNConfig:
+    """Constants of one recurrent LIF/ALIF network (SPEC section 2). Times in ms (= steps, dt = 1 ms).
+
+    Attributes:
+        n_in, n_rec, n_out: input lines, recurrent neurons, leaky readout units.
+        n_alif: the LAST ``n_alif`` recurrent neurons are adaptive (ALIF); the others are LIF.
+        v_th: base threshold (dimensionless membrane units).
+        tau_m, tau_out, tau_a: membrane, readout and adaptation time constants (ms).
+        beta: threshold increase per unit of adaptation variable b (ALIF only).
+        n_refractory: refractory constant (5: a spike is followed by 4 silent steps).
+        gamma: pseudo-derivative dampening factor.
+        rate_target_hz: firing-rate regularisation target (Hz); rate_lambda its weight (meta-training only).
+    """
+
+    n_in: int
+    n_rec: int
+    n_out: int
+    n_alif: int = 0
+    v_th: float = 0.6
+    tau_m: float = 20.0
+    tau_out: float = 20.0
+    tau_a: float = 600.0
+    beta: float = 1.6
+    n_refractory: int = 5
+    gamma: float = 0.3
+    rate_target_hz: float = 20.0
+    rate_lambda: float = 0.25
+
+    @property
+    def alpha(self) -> float:
+        """Membrane decay per step, exp(-1/tau_m)."""
+        return math.exp(-1.0 / self.tau_m)
+
+    @property
+    def kappa(self) -> float:
+        """Readout decay per step, exp(-1/tau_out)."""
+        return math.exp(-1.0 / self.tau_out)
+
+    @property
+    def rho(self) -> float:
+        """Adaptation decay per step, exp(-1/tau_a)."""
+        return math.exp(-1.0 / self.tau_a)
+
+    def beta_vector(self, dtype=torch.float32, device=None) -> torch.Tensor:
+        """Per-neuron beta, (n_rec,): 0 for the LIF neurons, ``beta`` for the last ``n_alif``."""
+        b = torch.zeros(self.n_rec, dtype=dtype, device=device)
+        if self.n_alif:
+            b[self.n_rec - self.n_alif:] = self.beta
+        return b
+
+
+#: The learning network (trainee): 250 LIF, 5 clock inputs, 2 joint angular velocities (rad/s) out.
+LEARNER = SNNConfig(n_in=traj.N_CLOCK, n_rec=250, n_out=2, n_alif=0, v_th=0.6, rate_target_hz=20.0,
+                    rate_lambda=0.25)
+#: The learning-signal generator: 560 LIF then 240 ALIF, 53 inputs, 250 learning signals out.
+LSG = SNNConfig(n_in=traj.N_CLOCK + 3 * traj.N_BITS, n_rec=800, n_out=250, n_alif=240, v_th=1.3, beta=1.6,
+                tau_a=600.0, rate_target_hz=10.0, rate_lambda=0.25)
+
+#: Keys of a weight dict (the released .npz layout; every matrix is (pre, post)).
+PARAM_KEYS = ("W_in_lsg", "W_rec_lsg", "W_out_lsg", "W_in_trainee", "W_rec_trainee", "W_out_trainee")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# neuron dynamics
+# ---------------------------------------------------------------------------------------------------------
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside of u = (v - A) / v_th with the pseudo-derivative gamma max(0, 1 - |u|) as gradient."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, gamma: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u)
+        ctx.gamma = gamma
+        return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        (u,) = ctx.saved_tensors
+        return g * ctx.gamma * torch.clamp(1.0 - u.abs(), min=0.0), None
+
+
+def spike_fn(v: torch.Tensor, A: torch.Tensor | float, v_th: float, gamma: float) -> torch.Tensor:
+    """z = [v > A] (float); its gradient w.r.t. v is (gamma / v_th) max(0, 1 - |v - A| / v_th)."""
+    return _SpikeFn.apply((v - A) / v_th, gamma)
+
+
+def _is_array(W: Any) -> bool:
+    """True for a substrate SynapticArray (anything with ``matmul`` and ``read``), False for a tensor."""
+    return hasattr(W, "matmul") and hasattr(W, "read") and not isinstance(W, torch.Tensor)
+
+
+def _mm(x: torch.Tensor, W: Any) -> torch.Tensor:
+    """x (..., n_in) times W: a (n_in, n) or per-task (B, n_in, n) tensor, or a SynapticArray."""
+    if _is_array(W):
+        return W.matmul(x)
+    if W.dim() == 2:
+        return x @ W
+    if x.dim() == 1:
+        return torch.matmul(x.unsqueeze(0).unsqueeze(0), W).squeeze(1)
+    if x.dim() == 2 and x.shape[0] == W.shape[0]:  # (B, n_in) x (B, n_in, n): one step, per-task weights
+        return torch.bmm(x.unsqueeze(1), W).squeeze(1)
+    return torch.matmul(x, W)  # (B, T, n_in) or (T, n_in) x (B, n_in, n) -> (B, T, n)
+
+
+def _no_diag(W: torch.Tensor) -> torch.Tensor:
+    """W with its (last two axes') diagonal set to 0, out of place (keeps autograd)."""
+    n = W.shape[-1]
+    return W * (1.0 - torch.eye(n, dtype=W.dtype, device=W.device))
+
+
+@dataclass
+class SNNRecord:
+    """What one trial of :func:`run_snn` recorded, all (B, T, .) tensors.
+
+    Attributes:
+        z: spikes (0/1) of the recurrent neurons.
+        y: leaky readout (B, T, n_out) (None if no W_out was given).
+        psi: pseudo-derivatives (None unless ``record_psi``).
+        v: membrane potentials (None unless ``record_v``).
+        A: thresholds A_t (None unless ``record_v``; LIF: constant v_th).
+    """
+
+    z: torch.Tensor
+    y: torch.Tensor | None = None
+    psi: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    A: torch.Tensor | None = None
+
+
+def run_snn(
+    cfg: SNNConfig,
+    x: torch.Tensor,
+    W_in: Any,
+    W_rec: Any,
+    W_out: Any = None,
+    *,
+    batch: int | None = None,
+    record_psi: bool = False,
+    record_v: bool = False,
+    detach_reset: bool = True,
+    per_step_mvm: bool | None = None,
+) -> SNNRecord:
+    """Simulate one trial of a LIF/ALIF network (module docstring), batched over tasks.
+
+    Args:
+        cfg: network constants.
+        x: input spikes, (B, T, n_in) or (T, n_in) (the same input for every task).
+        W_in: (n_in, n_rec) or per-task (B, n_in, n_rec) tensor, or a SynapticArray.
+        W_rec: (n_rec, n_rec) or (B, n_rec, n_rec) tensor (the diagonal is masked here), or a SynapticArray
+            (whose diagonal the caller must keep at 0, see :class:`EpropLearner`).
+        W_out: readout weights (n_rec, n_out) / (B, n_rec, n_out) / SynapticArray, or None.
+        batch: number of tasks B when neither x nor the weights carry it (default 1).
+        record_psi, record_v: also return pseudo-derivatives / membrane potentials and thresholds.
+        detach_reset: stop the gradient through the reset term A_t z_{t-1} (e-prop convention; affects
+            gradients only, never the forward values).
+        per_step_mvm: compute x_t W_in and z_t W_out with one MVM per time step (default: True when the
+            weight is a SynapticArray, so that e.g. PCM read noise is drawn per step; tensors use one
+            batched product, which gives the same values).
+
+    Returns:
+        :class:`SNNRecord` with z (B, T, n_rec), y (B, T, n_out), optional psi / v / A.
+    """
+    if x.dim() not in (2, 3) or x.shape[-1] != cfg.n_in:
+        raise ValueError(f"x must have shape (B, T, {cfg.n_in}) or (T, {cfg.n_in}), got {tuple(x.shape)}")
+    T = x.shape[-2]
+    B = x.shape[0] if x.dim() == 3 else None
+    for W in (W_in, W_rec, W_out):
+        if isinstance(W, torch.Tensor) and W.dim() == 3:
+            if B is not None and W.shape[0] != B:
+                raise ValueError(f"per-task weights have batch {W.shape[0]} but x has batch {B}")
+            B = W.shape[0]
+    if B is None:
+        B = 1 if batch is None else int(batch)
+    dtype, dev = x.dtype, x.device
+    if not torch.is_floating_point(x):
+        raise ValueError("x must be a floating-point tensor of 0/1 spikes")
+    if not _is_array(W_rec):
+        if W_rec.shape[-2:] != (cfg.n_rec, cfg.n_rec):
+            raise ValueError(f"W_rec must be ({cfg.n_rec}, {cfg.n_rec}), got {tuple(W_rec.shape)}")
+        W_rec = _no_diag(W_rec)
+    step_in = _is_array(W_in) if per_step_mvm is None else per_step_mvm
+    step_out = _is_array(W_out) if per_step_mvm is None else per_step_mvm
+    I_in = None if step_in else _mm(x, W_in).expand(B, T, cfg.n_rec)
+
+    alpha, rho = cfg.alpha, cfg.rho
+    beta = cfg.beta_vector(dtype, dev) if cfg.n_alif else None
+    v = torch.zeros(B, cfg.n_rec, dtype=dtype, device=dev)
+    z = torch.zeros_like(v)
+    r = torch.zeros_like(v)
+    b = torch.zeros_like(v) if cfg.n_alif else None
+    zs, psis, vs, As = [], [], [], []
+    for t in range(T):
+        if cfg.n_alif:
+            b = rho * b + z
+            A = cfg.v_th + beta * b
+        else:
+            A = cfg.v_th
+        i_t = _mm(x[..., t, :], W_in) if step_in else I_in[:, t]
+        i_rec = _mm(z, W_rec)
+        z_reset = z.detach() if detach_reset else z
+        v = alpha * v + i_t + i_rec - A * z_reset
+        free = (r <= 0).to(dtype)  # not refractory at t-1
+        z = spike_fn(v, A, cfg.v_th, cfg.gamma) * free
+        r = torch.clamp(r + 5.0 * z.detach() - 1.0, 0.0, float(cfg.n_refractory))
+        zs.append(z)
+        if record_psi:
+            psis.append(free * (cfg.gamma / cfg.v_th) * torch.clamp(1.0 - (v - A).abs() / cfg.v_th, min=0.0))
+        if record_v:
+            vs.append(v)
+            As.append(A if torch.is_tensor(A) else torch.full_like(v, A))
+    Z = torch.stack(zs, dim=1)
+    rec = SNNRecord(z=Z)
+    if record_psi:
+        rec.psi = torch.stack(psis, dim=1)
+    if record_v:
+        rec.v = torch.stack(vs, dim=1)
+        rec.A = torch.stack(As, dim=1)
+    if W_out is not None:
+        if step_out:
+            cur = torch.stack([_mm(Z[:, t], W_out) for t in range(T)], dim=1)
+        else:
+            cur = _mm(Z, W_out)
+        rec.y = leaky_filter(cur, cfg.kappa)
+    return rec
+
+
+def reference_step(cfg: SNNConfig, state: dict, x_t: np.ndarray, W_in: np.ndarray, W_rec: np.ndarray) -> dict:
+    """One time step written neuron by neuron in plain Python/numpy float64 (slow; for tests only).
+
+    ``state`` holds v, z, r, b (each (n_rec,)); returns the new state plus psi and A for this step.
+    Follows SPEC section 2 literally, one neuron at a time, as an independent check of :func:`run_snn`.
+    """
+    n = cfg.n_rec
+    new = {k: np.zeros(n) for k in ("v", "z", "r", "b", "psi", "A")}
+    for j in range(n):
+        is_alif = j >= n - cfg.n_alif
+        b = cfg.rho * state["b"][j] + state["z"][j] if is_alif else 0.0
+        A = cfg.v_th + cfg.beta * b if is_alif else cfg.v_th
+        cur = sum(x_t[i] * W_in[i, j] for i in range(cfg.n_in))
+        cur += sum(state["z"][i] * W_rec[i, j] for i in range(n) if i != j)
+        v = cfg.alpha * state["v"][j] + cur - A * state["z"][j]
+        refractory = state["r"][j] > 0
+        z = 0.0 if refractory else float(v > A)
+        psi = 0.0 if refractory else (cfg.gamma / cfg.v_th) * max(0.0, 1.0 - abs(v - A) / cfg.v_th)
+        r = min(max(state["r"][j] + 5 * z - 1, 0), cfg.n_refractory)
+        for k, val in zip(("v", "z", "r", "b", "psi", "A"), (v, z, r, b, psi, A)):
+            new[k][j] = val
+    return new
+
+
+def leaky_filter(x: torch.Tensor, decay: float, dim: int = 1) -> torch.Tensor:
+    """y_t = decay y_{t-1} + x_t along ``dim`` (y_{-1} = 0); differentiable."""
+    x = x.movedim(dim, 0)
+    out = []
+    y = torch.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        y = decay * y + x[t]
+        out.append(y)
+    return torch.stack(out, dim=0).movedim(0, dim)
+
+
+def traces(x: torch.Tensor, z: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Presynaptic eligibility traces: ebar^in_t = alpha ebar^in_{t-1} + x_t and
+    ebar^rec_t = alpha ebar^rec_{t-1} + z_{t-1} (exactly the inputs that entered v_t).
+
+    x (B, T, n_in) or (T, n_in); z (B, T, n_rec). Returns (Ebar_in, Ebar_rec), (B or 1, T, .).
+    """
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    z_prev = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], dim=1)
+    return leaky_filter(x, alpha), leaky_filter(z_prev, alpha)
+
+
+def eprop_update(
+    x: torch.Tensor, z: torch.Tensor, psi: torch.Tensor, L: torch.Tensor, alpha: float, eta: float = ETA
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The natural e-prop update dW = -eta Ebar^T (Psi * L) for W_in and W_rec (diagonal of dW_rec = 0).
+
+    x: (B, T, n_in) or (T, n_in) inputs; z, psi, L: (B, T, n_rec) spikes, pseudo-derivatives and learning
+    signals of the same trial. Returns dW_in (B, n_in, n_rec) and dW_rec (B, n_rec, n_rec).
+    """
+    e_in, e_rec = traces(x, z, alpha)
+    g = psi * L
+    dW_in = -eta * torch.einsum("bti,btj->bij", e_in.expand(g.shape[0], -1, -1), g)
+    dW_rec = -eta * torch.einsum("bti,btj->bij", e_rec, g)
+    return dW_in, _no_diag(dW_rec)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# weights, inputs, the one-shot episode and its losses
+# ---------------------------------------------------------------------------------------------------------
+def default_weights_path() -> Path:
+    """The authors' released weights: ../shared/reference/authors_arm_natural_eprop.npz beside the repo."""
+    repo = Path(__file__).resolve().parents[1]
+    return repo.parent / "shared" / "reference" / "authors_arm_natural_eprop.npz"
+
+
+def load_weights(path: str | Path | None = None, dtype=torch.float32, device=None) -> dict[str, torch.Tensor]:
+    """Load a weight .npz in the released layout (:data:`PARAM_KEYS`, each (pre, post)) as tensors.
+
+    ``path=None`` loads :func:`default_weights_path`. Raises FileNotFoundError / ValueError with the
+    expected layout when the file is missing or a key or shape does not fit.
+    """
+    p = Path(path) if path is not None else default_weights_path()
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"arm weights not found at {p}: pass --weights PATH.npz (keys {', '.join(PARAM_KEYS)})")
+    with np.load(p) as d:
+        missing = [k for k in PARAM_KEYS if k not in d]
+        if missing:
+            raise ValueError(f"{p} lacks the keys {missing}; expected {list(PARAM_KEYS)}")
+        out = {k: torch.as_tensor(np.asarray(d[k]), dtype=dtype, device=device) for k in PARAM_KEYS}
+    shapes = {
+        "W_in_lsg": (LSG.n_in, LSG.n_rec), "W_rec_lsg": (LSG.n_rec, LSG.n_rec), "W_out_lsg": (LSG.n_rec, LSG.n_out),
+        "W_in_trainee": (LEARNER.n_in, LEARNER.n_rec), "W_rec_trainee": (LEARNER.n_rec, LEARNER.n_rec),
+        "W_out_trainee": (LEARNER.n_rec, LEARNER.n_out),
+    }
+    for k, s in shapes.items():
+        if tuple(out[k].shape) != s:
+            raise ValueError(f"{p}: {k} has shape {tuple(out[k].shape)}, expected {s}")
+    return out
+
+
+def episode_inputs(targets: traj.ArmTargets, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two networks' inputs for a batch of targets: clock (T, 5) and LSG input (B, T, 53).
+
+    The LSG input is the paper's code of the target Cartesian path (:func:`pcmeta.tasks.trajectories.lsg_input`,
+    with the wrap-around the released weights need).
+    """
+    xyz = targets.numpy().xyz
+    clock = torch.as_tensor(traj.clock_input(xyz.shape[-2]), dtype=dtype, device=device)
+    x_lsg = torch.as_tensor(traj.lsg_input(xyz), dtype=dtype, device=device)
+    return clock, x_lsg
+
+
+def one_shot_episode(
+    params: Mapping[str, Any],
+    clock: torch.Tensor,
+    x_lsg: torch.Tensor,
+    *,
+    eta: float = ETA,
+    learner: Any = None,
+    test: bool = True,
+    detach_reset: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Demonstration trial -> learning signals -> one e-prop update -> test trial, for a batch of tasks.
+
+    Args:
+        params: weight dict (:data:`PARAM_KEYS`) of tensors; differentiable w.r.t. all of them.
+        clock: (T, 5) clock spikes; x_lsg: (B, T, 53) LSG input.
+        eta: e-prop learning rate.
+        learner: optional :class:`EpropLearner`: the learning network runs on its substrate arrays and
+            the update is written to them (then the episode is B = 1 at a time, see :func:`evaluate`).
+        test: run the test trial after the update.
+
+    Returns:
+        dict with omega_before (B, T, 2) rad/s (the demonstration trial's output), L (B, T, 250),
+        dW_in (B, 5, 250), dW_rec (B, 250, 250), omega_after (B, T, 2) if ``test``, and the spike tensors
+        z_lsg, z_demo, z_test for rate regularisation.
+    """
+    B = x_lsg.shape[0]
+    lsg = run_snn(LSG, x_lsg, params["W_in_lsg"], params["W_rec_lsg"], params["W_out_lsg"],
+                  detach_reset=detach_reset)
+    if learner is not None:
+        demo = learner.trial(clock, record_psi=True)
+    else:
+        demo = run_snn(LEARNER, clock, params["W_in_trainee"], params["W_rec_trainee"], params["W_out_trainee"],
+                       batch=B, record_psi=True, detach_reset=detach_reset)
+    L = lsg.y
+    dW_in, dW_rec = eprop_update(clock, demo.z, demo.psi, L, LEARNER.alpha, eta)
+    out = {"omega_before": demo.y, "L": L, "dW_in": dW_in, "dW_rec": dW_rec, "z_lsg": lsg.z, "z_demo": demo.z}
+    if test:
+        if learner is not None:
+            if B != 1:
+                raise ValueError("an EpropLearner runs one task at a time (B = 1)")
+            learner.update(dW_in[0], dW_rec[0])
+            after = learner.trial(clock)
+        else:
+            W_in = params["W_in_trainee"] + dW_in
+            W_rec = params["W_rec_trainee"] + dW_rec
+            after = run_snn(LEARNER, clock, W_in, W_rec, params["W_out_trainee"], detach_reset=detach_reset)
+        out["omega_after"] = after.y
+        out["z_test"] = after.z
+    return out
+
+
+def arm_losses(omega: torch.Tensor, targets: traj.ArmTargets) -> dict[str, torch.Tensor]:
+    """Per-task errors of produced joint velocities against the targets.
+
+    omega: (B, T, 2) rad/s. Angles = start + 0.01 cumsum(omega) (not clipped), the path from the
+    differentiable kinematics. Returns per-task (B,) tensors mse_omega ((rad/s)^2, mean over steps and
+    joints), mse_xyz (m^2, mean over steps and coordinates) and loss = 0.5 mse_omega + 0.5 mse_xyz.
+    """
+    dt, dev = omega.dtype, omega.device
+    om_t = torch.as_tensor(np.asarray(targets.numpy().omega), dtype=dt, device=dev)
+    xyz_t = torch.as_tensor(np.asarray(targets.numpy().xyz), dtype=dt, device=dev)
+    q = traj.angles_from_velocities(omega, torch.as_tensor(np.asarray(targets.start), dtype=dt, device=dev))
+    xyz = traj.forward_kinematics(q, targets.robot)
+    mse_o = ((omega - om_t) ** 2).mean(dim=(1, 2))
+    mse_x = ((xyz - xyz_t) ** 2).mean(dim=(1, 2))
+    return {"mse_omega": mse_o, "mse_xyz": mse_x, "loss": 0.5 * mse_o + 0.5 * mse_x}
+
+
+def rate_regularization(z: torch.Tensor, cfg: SNNConfig, dt_s: float = 1e-3) -> torch.Tensor:
+    """lambda * sum_j (rate_j - target)^2 with rates in spikes per step (Hz * dt), averaged over the batch."""
+    rate = z.mean(dim=1)  # (B, n): spikes per step
+    target = cfg.rate_target_hz * dt_s
+    return cfg.rate_lambda * ((rate - target) ** 2).sum(dim=-1).mean()
+
+
+def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, eta: float = ETA,
+              clean_code: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """The outer loss of meta-training on a batch of targets (SPEC section 2), differentiable through the
+    update (BPTT): mean over tasks of 0.5 MSE_omega + 0.5 MSE_xyz on the test trial, plus the firing-rate
+    regularisation of the LSG and of the learning network (demonstration and test trials).
+
+    Returns (loss, figures) where figures holds floats for logging.
+    """
+    dtype = params["W_in_lsg"].dtype
+    dev = params["W_in_lsg"].device
+    xyz = targets.numpy().xyz
+    clock = torch.as_tensor(traj.clock_input(xyz.shape[-2]), dtype=dtype, device=dev)
+    x_lsg = torch.as_tensor(traj.lsg_input(xyz, clean=clean_code), dtype=dtype, device=dev)
+    ep = one_shot_episode(params, clock, x_lsg, eta=eta)
+    task = arm_losses(ep["omega_after"], targets)
+    reg = (rate_regularization(ep["z_lsg"], LSG) + rate_regularization(ep["z_demo"], LEARNER)
+           + rate_regularization(ep["z_test"], LEARNER))
+    loss = task["loss"].mean() + reg
+    figs = {"loss": float(task["loss"].mean()), "mse_omega": float(task["mse_omega"].mean()),
+            "mse_xyz": float(task["mse_xyz"].mean()), "reg": float(reg),
+            "rate_lsg_hz": float(ep["z_lsg"].mean()) * 1e3, "rate_learner_hz": float(ep["z_test"].mean()) * 1e3}
+    return loss, figs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# deployment on a substrate
+# ---------------------------------------------------------------------------------------------------------
+class EpropLearner:
+    """The learning network deployed on a :mod:`pcmeta.hardware` substrate.
+
+    W_in (5, 250), W_rec (250, 250, diagonal 0: no self-connections) and, unless ``digital_readout``, the
+    fixed readout W_out (250, 2) are SynapticArrays of ``substrate``; each time step is one ``matmul`` per
+    array; :meth:`update` writes the one e-prop update with ``update(dW)`` (on PCM: quantized, only changed
+    devices re-programmed). ``reset()`` re-places the initial weights (a fresh task).
+
+    Args:
+        substrate: a pcmeta.hardware Substrate (SoftwareSubstrate, PCMSubstrate).
+        W_in, W_rec, W_out: initial weights (tensors or arrays, (pre, post)).
+        digital_readout: keep W_out as a plain tensor instead of placing it on the substrate.
+        prefix: name prefix of the arrays on the substrate.
+    """
+
+    def __init__(self, substrate: Any, W_in: Any, W_rec: Any, W_out: Any, *, digital_readout: bool = False,
+                 prefix: str = "learner", dtype=torch.float32):
+        self.substrate = substrate
+        self.dtype = dtype
+        self.prefix = prefix
+        self.digital_readout = digital_readout
+        t = lambda W: torch.as_tensor(np.asarray(W) if not torch.is_tensor(W) else W.detach(), dtype=dtype)  # noqa
+        self._init = {"W_in": t(W_in), "W_rec": _no_diag(t(W_rec)), "W_out": t(W_out)}
+        if self._init["W_in"].shape != (LEARNER.n_in, LEARNER.n_rec):
+            raise ValueError(f"W_in must be ({LEARNER.n_in}, {LEARNER.n_rec}), got {tuple(self._init['W_in'].shape)}")
+        if self._init["W_out"].shape != (LEARNER.n_rec, LEARNER.n_out):
+            raise ValueError(f"W_out must be ({LEARNER.n_rec}, {LEARNER.n_out})")
+        self.arrays: dict[str, Any] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """(Re)place the initial weights on the substrate (programs the devices anew)."""
+        names = ["W_in", "W_rec"] + ([] if self.digital_readout else ["W_out"])
+        for k in names:
+            full = f"{self.prefix}.{k}"
+            if full in self.substrate:
+                self.substrate.remove(full)
+            self.arrays[k] = self.substrate.place(full, self._init[k].clone())
+
+    @property
+    def W_out(self) -> Any:
+        return self._init["W_out"] if self.digital_readout else self.arrays["W_out"]
+
+    def trial(self, clock: torch.Tensor, record_psi: bool = False) -> SNNRecord:
+        """One trial driven by ``clock`` (T, 5): one MVM per array per time step; returns (1, T, .) records."""
+        return run_snn(LEARNER, clock.to(self.dtype), self.arrays["W_in"], self.arrays["W_rec"], self.W_out,
+                       batch=1, record_psi=record_psi, per_step_mvm=True)
+
+    def update(self, dW_in: Any, dW_rec: Any) -> None:
+        """Write the one e-prop update to the substrate (diagonal of dW_rec forced to 0)."""
+        dW_in = torch.as_tensor(dW_in, dtype=self.dtype).detach()
+        dW_rec = _no_diag(torch.as_tensor(dW_rec, dtype=self.dtype).detach())
+        self.arrays["W_in"].update(dW_in)
+        self.arrays["W_rec"].update(dW_rec)
+
+    def read(self) -> dict[str, torch.Tensor]:
+        """The effective weights now (from the substrate)."""
+        out = {k: torch.as_tensor(a.read()) for k, a in self.arrays.items()}
+        if self.digital_readout:
+            out["W_out"] = self._init["W_out"]
+        return out
+
+
+def summarize(values: Any) -> tuple[float, float]:
+    """(mean, standard error of the mean) of a 1-D sequence."""
+    a = np.asarray(values, dtype=np.float64).ravel()
+    sem = float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else float("nan")
+    return float(a.mean()), sem
+
+
+def evaluate(
+    params: Mapping[str, torch.Tensor],
+    targets: traj.ArmTargets,
+    *,
+    batch_size: int = 100,
+    eta: float = ETA,
+    update_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    substrate_factory: Callable[[], Any] | None = None,
+    digital_readout: bool = False,
+    settle_s: float = 0.0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """One-shot learning on every target (demonstration, update, test); per-task errors before/after.
+
+    Args:
+        params: weight dict (tensors; their dtype sets the simulation dtype).
+        targets: :class:`pcmeta.tasks.trajectories.ArmTargets`.
+        batch_size: tasks simulated together (float path).
+        update_transform: optional map applied to dW_in and dW_rec before they are added (e.g. rounding to
+            the 1/16 grid); float path only.
+        substrate_factory: when given, each task runs on a fresh :class:`EpropLearner` on
+            ``substrate_factory()`` (one task at a time), with ``settle_s`` seconds of simulated time passing
+            between programming and the demonstration trial and again before the test trial.
+        progress: show a tqdm bar.
+
+    Returns:
+        dict of per-task numpy arrays mse_omega_before, mse_omega_after, mse_xyz_before, mse_xyz_after,
+        loss_before, loss_after (float64).
+    """
+    from tqdm.auto import tqdm
+
+    dtype = params["W_in_lsg"].dtype
+    dev = params["W_in_lsg"].device
+    n = len(targets)
+    res: dict[str, list] = {k: [] for k in ("mse_omega_before", "mse_omega_after", "mse_xyz_before",
+                                             "mse_xyz_after", "loss_before", "loss_after")}
+    step = batch_size if substrate_factory is None else 1
+    bar = tqdm(total=n, disable=not progress, desc="one-shot episodes", unit="task")
+    with torch.no_grad():
+        for s in range(0, n, step):
+            tg = targets[s:s + step]
+            clock, x_lsg = episode_inputs(tg, dtype=dtype, device=dev)
+            if substrate_factory is not None:
+                sub = substrate_factory()
+                learner = EpropLearner(sub, params["W_in_trainee"], params["W_rec_trainee"],
+                                       params["W_out_trainee"], digital_readout=digital_readout, dtype=dtype)
+                if settle_s:
+                    sub.elapse(settle_s)
+                ep = one_shot_episode(params, clock, x_lsg, eta=eta, learner=learner, test=False)
+                learner.update(ep["dW_in"][0], ep["dW_rec"][0])
+                if settle_s:
+                    sub.elapse(settle_s)
+                ep["omega_after"] = learner.trial(clock).y
+            else:
+                ep = one_shot_episode(params, clock, x_lsg, eta=eta, test=update_transform is None)
+                if update_transform is not None:
+                    W_in = params["W_in_trainee"] + update_transform(ep["dW_in"])
+                    W_rec = params["W_rec_trainee"] + update_transform(ep["dW_rec"])
+                    ep["omega_after"] = run_snn(LEARNER, clock, W_in, W_rec, params["W_out_trainee"]).y
+            before = arm_losses(ep["omega_before"], tg)
+            after = arm_losses(ep["omega_after"], tg)
+            res["mse_omega_before"].append(before["mse_omega"])
+            res["mse_xyz_before"].append(before["mse_xyz"])
+            res["loss_before"].append(before["loss"])
+            res["mse_omega_after"].append(after["mse_omega"])
+            res["mse_xyz_after"].append(after["mse_xyz"])
+            res["loss_after"].append(after["loss"])
+            bar.update(len(tg))
+    bar.close()
+    return {k: torch.cat(v).double().cpu().numpy() for k, v in res.items()}
+
+
+def round_to_grid(dW: torch.Tensor, step: float = 1.0 / 16) -> torch.Tensor:
+    """dW rounded to multiples of ``step`` (round half to even, as the authors' PCM model)."""
+    return torch.round(dW / step) * step
