@@ -16,6 +16,7 @@ from typing import Sequence
 #: Modules that add subcommands (see the module docstring).
 AREAS = [
     "pcmeta.demos.cli_hardware",
+    "pcmeta.demos.cli_arm",
 ]
 
 GROUPS = {
