@@ -182,8 +182,9 @@ class PCMArray(SynapticArray):
         zeros = torch.zeros_like(w)
         self._pos = _Devices(zeros, zeros.clone(), zeros.clone(), zeros.clone())
         self._neg = _Devices(zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone())
-        # The ideal weights (for read(ideal=True) and straight-through gradients); keeps W's graph if any.
-        self._w_ideal = W if (isinstance(W, torch.Tensor) and W.requires_grad) else (w * self.w_max)
+        # The ideal weights: W as placed (unquantized) plus the applied updates, for read(ideal=True) and the
+        # straight-through gradient; keeps W's autograd graph if it has one.
+        self._w_ideal = W if (isinstance(W, torch.Tensor) and W.requires_grad) else Wd
         self._target = w.clone()  # the programmed targets in units of w_max
         self._program(torch.ones_like(w, dtype=torch.bool), w)
         self._cache_time = None
@@ -272,50 +273,62 @@ class PCMArray(SynapticArray):
         return st["typed"][key]
 
     # ------------------------------------------------------------------------------------------ MVM
-    def _analog(self, x: torch.Tensor, count_saturation: bool = True) -> torch.Tensor:
-        """The chip's MVM for a 2-D input (batch, in): returns (batch, out) in weight units, uncompensated."""
+    def _analog(self, x: torch.Tensor, count_saturation: bool = True, alpha: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """The chip's MVM for a 2-D input (batch, in): returns (batch, out) in weight units.
+
+        Works in DAC-level units (inputs are integers in [-L, L] after scaling, L = 2^(dac_bits-1) - 1) so
+        that the input scale, DAC step, ADC step and drift compensation fold into one final multiply.
+        ``alpha`` (drift compensation, (1,) or (out,)) is applied digitally after the ADC.
+        """
         sub: PCMSubstrate = self.substrate
         cfg = sub.config
-        gen = sub.generator
         dtype, device = x.dtype, x.device
         G, var = self._typed(dtype, device)
         n_rt, R = G.shape[0], G.shape[1]
         B = x.shape[0]
         # per-sample abs-max scaling and DAC
-        scale = x.abs().amax(dim=1, keepdim=True)
+        scale = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        xn = x / scale
+        lv = float(2 ** (cfg.dac_bits - 1) - 1) if cfg.dac_bits is not None else 1.0
+        xq = x * (lv / scale)
         if cfg.dac_bits is not None:
-            lv = float(2 ** (cfg.dac_bits - 1) - 1)
-            xn = torch.round(xn * lv) / lv
+            xq.round_()
         pad = n_rt * R - x.shape[1]
         if pad:
-            xn = torch.nn.functional.pad(xn, (0, pad))
+            xq = torch.nn.functional.pad(xq, (0, pad))
         if n_rt == 1:
-            y = (xn @ G[0]).unsqueeze(1)  # (B, 1, out)
-            if var is not None:
-                s = torch.sqrt(((xn * xn) @ var[0]).clamp(min=0.0)).unsqueeze(1)
+            y = (xq @ G[0]).unsqueeze(1)  # (B, 1, out)
+            v = ((xq * xq) @ var[0]).unsqueeze(1) if var is not None else None
         else:
-            xt = xn.reshape(B, n_rt, R).transpose(0, 1)              # (n_rt, B, R)
+            xt = xq.reshape(B, n_rt, R).transpose(0, 1)              # (n_rt, B, R)
             y = torch.bmm(xt, G).transpose(0, 1)                      # (B, n_rt, out)
-            if var is not None:
-                s = torch.sqrt(torch.bmm(xt * xt, var).clamp(min=0.0)).transpose(0, 1)
-        noise_std = None
-        if var is not None:
-            noise_std = s
-        if cfg.out_noise > 0:
-            noise_std = cfg.out_noise if noise_std is None else torch.sqrt(noise_std * noise_std + cfg.out_noise ** 2)
-        if noise_std is not None:
-            eps = torch.randn(y.shape, generator=gen, dtype=dtype, device="cpu").to(device)
-            y = y + noise_std * eps
+            v = torch.bmm(xt * xt, var).transpose(0, 1) if var is not None else None
+        # read noise (exact per-MVM sampling in output space) and output noise, in level units
+        on2 = (cfg.out_noise * lv) ** 2
+        if v is not None or on2 > 0:
+            if v is None:
+                std = torch.full((1,), math.sqrt(on2), dtype=dtype, device=device)
+            else:
+                std = v.clamp_(min=0.0).add_(on2).sqrt_()
+            eps = torch.randn(y.shape, generator=sub.generator, dtype=dtype, device="cpu").to(device)
+            y = y.addcmul_(std, eps) if y.is_contiguous() else y + std * eps
+        factor = scale * (self.w_max / lv)
         if cfg.adc_bits is not None:
-            b = cfg.adc_bound
-            if count_saturation:
-                self.adc_saturations += int((y.abs() > b).sum())
+            b = cfg.adc_bound * lv
+            lo, hi = torch.aminmax(y)
+            if max(float(hi), -float(lo)) > b:
+                if count_saturation:
+                    self.adc_saturations += int(torch.count_nonzero(y.abs() > b))
+                y = y.clamp(-b, b)
             step = 2.0 * b / float(2 ** cfg.adc_bits - 2)
-            y = torch.round(y.clamp(-b, b) / step) * step
+            y = y.mul_(1.0 / step).round_() if y.is_contiguous() else torch.round(y / step)
+            factor = factor * step
         y = y.sum(dim=1) if y.shape[1] > 1 else y[:, 0]
-        return y * (scale * self.w_max)
+        y = y.mul_(factor) if y.is_contiguous() else y * factor
+        if alpha is not None:
+            y = y.mul_(alpha.to(dtype=dtype, device=device))
+        return y
 
     def matmul(self, x: ArrayLike) -> ArrayLike:
         """``x @ W`` on the chip. Differentiable straight-through: forward = chip, backward = ideal W."""
@@ -327,10 +340,7 @@ class PCMArray(SynapticArray):
         lead = xt.shape[:-1]
         x2 = xt.reshape(-1, self.shape[0])
         with torch.no_grad():
-            y = self._analog(x2.detach())
-            alpha = self._alpha()
-            if alpha is not None:
-                y = y * alpha.to(dtype=y.dtype, device=y.device)
+            y = self._analog(x2.detach(), alpha=self._alpha())
         if x2.requires_grad or (isinstance(self._w_ideal, torch.Tensor) and self._w_ideal.requires_grad):
             y_ideal = x2 @ self._w_ideal.to(dtype=x2.dtype, device=x2.device)
             y = y_ideal + (y - y_ideal).detach()
@@ -410,6 +420,24 @@ class PCMArray(SynapticArray):
         dq_w = (dq * self.w_max).to(dtype=wi.dtype, device=wi.device)
         self._w_ideal = wi + dq_w
         self.updates += 1
+
+    def devices(self) -> dict:
+        """The device state as numpy arrays (in, out) per polarity ("plus" = G+, "minus" = G-):
+        ``g_target_uS``, ``g_prog_uS`` (right after programming), ``g_now_uS`` (drifted to the current time,
+        without read noise), ``nu`` (drift exponent) and ``t_prog_s`` (substrate time of the last programming)."""
+        sub: PCMSubstrate = self.substrate
+        cfg = sub.config
+        out = {}
+        for key, side in (("plus", self._pos), ("minus", self._neg)):
+            tp = (sub.time_s - side.t_prog).clamp(min=0.0)
+            out[key] = {
+                "g_target_uS": (side.g_target * cfg.g_max_uS).numpy().copy(),
+                "g_prog_uS": (side.g_prog * cfg.g_max_uS).numpy().copy(),
+                "g_now_uS": (side.g_prog * drift_factor(tp, side.nu, cfg.t0_s) * cfg.g_max_uS).numpy(),
+                "nu": side.nu.numpy().copy(),
+                "t_prog_s": side.t_prog.numpy().copy(),
+            }
+        return out
 
     def stats(self) -> dict:
         cfg = self.substrate.config

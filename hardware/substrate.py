@@ -55,12 +55,17 @@ def as_weight_tensor(W: ArrayLike, what: str = "W") -> torch.Tensor:
 
 def check_input(x: ArrayLike, in_features: int, name: str) -> None:
     """Validate an MVM input: (..., in_features), finite."""
+    # A sum is NaN/inf when any element is; only then (or on overflow) look at every element.
     if isinstance(x, np.ndarray):
         shape = x.shape
-        finite = bool(np.isfinite(x).all()) if np.issubdtype(x.dtype, np.number) else False
+        if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+            raise ValueError(f"input to '{name}' must be a real numeric array, got dtype {x.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = bool(np.isfinite(x.sum())) or bool(np.isfinite(x).all())
     elif isinstance(x, torch.Tensor):
         shape = tuple(x.shape)
-        finite = bool(torch.isfinite(x.detach()).all())
+        xd = x.detach()
+        finite = bool(torch.isfinite(xd.sum())) or bool(torch.isfinite(xd).all())
     else:
         raise ValueError(f"input to '{name}' must be a numpy array or torch tensor, got {type(x).__name__}")
     if len(shape) < 1 or shape[-1] != in_features:

@@ -1,0 +1,96 @@
+"""``pcmeta bench pcm``: MVM error of a PCM crossbar over time, and matmul throughput.
+
+(a) Relative MVM error ``||y - y_ideal|| / ||y_ideal||`` of a 256 x 256 layer with Gaussian weights clipped
+at 2.5 sigma and inputs uniform in [-1, 1], at 1 s, 1 h, 1 day, 1 month and 1 year after programming, with
+and without global drift compensation. Settings matched to IBM aihwkit's torch inference tile
+(``InferenceRPUConfig`` defaults with ``PCMLikeNoiseModel`` and ``GlobalDriftCompensation``): weights mapped
+with max|W| -> g_max = 25 uS, read noise drawn once per time point (``read_noise="per_time"``), 8-bit DAC
+(aihwkit inp_res 1/126), 9-bit ADC over +-12 (out_res 1/510, out_bound 12), output noise 0.06.
+Averaged over independent programmings (seeds).
+
+(b) Throughput of ``PCMSubstrate`` matmul (batch 1024, 256 x 256, every effect on, per-MVM read noise,
+global drift compensation, one day after programming) against a bare ``torch`` matmul of the same shape,
+timed alternately in the same run, one thread each.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+
+from .pcm import PCMConfig, PCMSubstrate
+
+TIMES = {"1s": 1.0, "1h": 3600.0, "1d": 86400.0, "1mo": 30 * 86400.0, "1y": 365 * 86400.0}
+
+AIHWKIT_LIKE = dict(read_noise="per_time", dac_bits=8, adc_bits=9, adc_bound=12.0, out_noise=0.06)
+
+
+def mvm_error_vs_time(n_seeds: int = 5, batch: int = 256, size: int = 256, seed: int = 0) -> dict:
+    """Mean relative MVM error per time point, for compensation "global" and "none"."""
+    out: dict = {"gdc": {}, "none": {}}
+    for comp, key in (("global", "gdc"), ("none", "none")):
+        errs = {k: [] for k in TIMES}
+        for s in range(n_seeds):
+            rng = np.random.default_rng(seed * 1000 + s)
+            W = np.clip(rng.normal(size=(size, size)), -2.5, 2.5)
+            x = rng.uniform(-1.0, 1.0, size=(batch, size))
+            y_ideal = x @ W
+            sub = PCMSubstrate(PCMConfig(drift_compensation=comp, seed=seed * 1000 + s, **AIHWKIT_LIKE))
+            arr = sub.place("layer", W)
+            t_prev = 0.0
+            for k, t in TIMES.items():
+                sub.elapse(t - t_prev)
+                t_prev = t
+                y = arr.matmul(x)
+                errs[k].append(np.linalg.norm(y - y_ideal) / np.linalg.norm(y_ideal))
+        out[key] = {k: float(np.mean(v)) for k, v in errs.items()}
+    return out
+
+
+def throughput_ratio(batch: int = 1024, size: int = 256, reps: int = 30, seed: int = 0) -> dict:
+    """Median time of PCM matmul and of a bare torch matmul, measured alternately; ratio = bare / pcm."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(size, size, generator=g).clamp(-2.5, 2.5)
+    x = torch.rand(batch, size, generator=g) * 2 - 1
+    sub = PCMSubstrate(PCMConfig(weight_bits=4, drift_compensation="global", seed=seed))
+    arr = sub.place("layer", W)
+    sub.elapse(86400.0)
+    arr.matmul(x)  # warm-up: builds the per-time conductance cache (once per time point)
+    torch.matmul(x, W)
+    t_pcm, t_bare = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        arr.matmul(x)
+        t_pcm.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        torch.matmul(x, W)
+        t_bare.append(time.perf_counter() - t0)
+    pcm, bare = float(np.median(t_pcm)), float(np.median(t_bare))
+    return {"pcm_s": pcm, "bare_s": bare, "ratio": bare / pcm}
+
+
+def run_bench_pcm(json_out: str | None = None, seed: int = 0) -> int:
+    torch.set_num_threads(1)
+    err = mvm_error_vs_time(seed=seed)
+    ref = {"gdc": {"1s": 0.105, "1d": 0.14, "1y": 0.18}, "none": {"1y": 0.51}}
+    print("(a) relative MVM error ||y - y_ideal|| / ||y_ideal||, 256x256, N(0,1) weights clipped at 2.5 sigma,")
+    print("    inputs U(-1,1), aihwkit-like periphery (per-time read noise, 8-bit DAC, 9-bit ADC, out noise 0.06),")
+    print("    mean of 5 programmings")
+    print(f"    {'time':>5} | {'global comp.':>12} | {'aihwkit':>7} | {'no comp.':>9} | {'aihwkit':>7}")
+    for k in TIMES:
+        r1 = ref["gdc"].get(k)
+        r2 = ref["none"].get(k)
+        print(f"    {k:>5} | {100 * err['gdc'][k]:11.1f}% | {'%6.1f%%' % (100 * r1) if r1 else '':>7} | "
+              f"{100 * err['none'][k]:8.1f}% | {'%6.1f%%' % (100 * r2) if r2 else '':>7}")
+    tp = throughput_ratio(seed=seed)
+    print("(b) matmul throughput, batch 1024, 256x256, all effects on (4-bit, noise, drift at 1 d, GDC, DAC/ADC)")
+    print(f"    PCMSubstrate {1e3 * tp['pcm_s']:.2f} ms | bare torch {1e3 * tp['bare_s']:.2f} ms | "
+          f"throughput ratio {tp['ratio']:.2f} (target >= 0.25)")
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"mvm_rel_error": err, "throughput_ratio": tp["ratio"],
+                       "timings_s": {"pcm": tp["pcm_s"], "bare": tp["bare_s"]}}, f, indent=2)
+        print(f"wrote {json_out}")
+    return 0
