@@ -310,7 +310,7 @@ class PCMArray(SynapticArray):
             if v is None:
                 std = torch.full((1,), math.sqrt(on2), dtype=dtype, device=device)
             else:
-                std = v.clamp_(min=0.0).add_(on2).sqrt_()
+                std = v.add_(on2).sqrt_()  # x^2 >= 0 and var >= 0: no clamp needed
             eps = torch.randn(y.shape, generator=sub.generator, dtype=dtype, device="cpu").to(device)
             y = y.addcmul_(std, eps) if y.is_contiguous() else y + std * eps
         factor = scale * (self.w_max / lv)
