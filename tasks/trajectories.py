@@ -139,8 +139,10 @@ class ArmTargets:
         omega_path: (n, T, 2) rad/s, the velocities that trace ``q`` exactly:
             ``omega_path[:, t] = (q[:, t] - q[:, t-1]) / DT_ARM`` (``q[:, -1]`` = start). Equal to ``omega``
             except while a target joint rests at its limit (there it is 0). Executing ``omega_path`` in the
-            environment (whose joints stop at their limits) reproduces ``xyz``; executing ``omega`` does so
-            whenever no joint limit is touched.
+            environment (whose joints stop at their limits) reproduces ``xyz`` exactly; executing ``omega``
+            does too unless a target joint comes back from a limit within the trajectory (about 0.5 % of
+            Scorbot targets, measured over 20,000: the clipped target angle leaves the limit only when
+            the unclipped sum returns, the stopped joint as soon as omega reverses).
         start: (2,) start angles, rad.
     """
 

@@ -154,6 +154,17 @@ def test_async_vector_env_10000_steps():
     _run_async(10_000)
 
 
+def test_human_mode_without_display_is_a_clear_error(monkeypatch):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check is Linux-specific")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(RuntimeError, match="display"):
+        ArmTrajectoryEnv(render_mode="human")
+    with pytest.raises(ValueError, match="render_mode"):
+        ArmTrajectoryEnv(render_mode="rgb")
+
+
 def test_close_releases_clients():
     envs = [ArmTrajectoryEnv() for _ in range(5)]
     cids = [e._cid for e in envs]
