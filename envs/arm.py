@@ -418,8 +418,8 @@ class ArmTrajectoryEnv(gym.Env):
         path = self.project(self._target_xyz)
         if self._t >= 1:  # the trail is drawn wider and under the target path, so both show where they overlap
             trail = self.project(self._trail[: self._t + 1])
-            draw.line([tuple(xy) for xy in trail.tolist()], fill=_TRAIL_RGB, width=5, joint="curve")
-        draw.line([tuple(xy) for xy in path.tolist()], fill=_TARGET_RGB, width=2, joint="curve")
+            draw.line([tuple(xy) for xy in trail.tolist()], fill=_TRAIL_RGB, width=5)
+        draw.line([tuple(xy) for xy in path.tolist()], fill=_TARGET_RGB, width=2)
         c, r = path[min(self._t, self.T - 1)]
         draw.ellipse([c - 4, r - 4, c + 4, r + 4], fill=_TARGET_RGB)
         # legend
