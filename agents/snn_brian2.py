@@ -1,0 +1,312 @@
+"""Deployment of the spiking one-shot learner in brian2: the learning network and the LSG as NeuronGroups
+and Synapses with exactly the discrete-time dynamics of :mod:`pcmeta.agents.snn` (SPEC section 2).
+
+How the discrete-time model is mapped onto brian2's schedule (one brian2 time step of dt = 1 ms):
+
+====================  =========================================================================================
+slot                  what runs
+====================  =========================================================================================
+``groups``            neuron update code (``run_regularly``): adaptation b, threshold A, membrane v (with the
+                      summed synaptic input ``I`` of the previous slot ``synapses``, and the reset -A z_{t-1}),
+                      refractoriness, new spike flag z, pseudo-derivative psi, presynaptic trace ebar; then I = 0
+``thresholds``        ``threshold='z > 0.5'``: the flag computed above becomes a brian2 spike event (no reset
+                      code: the reset is the -A z_{t-1} term of the next update, as in the model)
+``synapses``          ``on_pre: I_post += w``: spikes of this step are summed into the targets' I
+``after_synapses``    leaky readouts ``y = kappa y + I`` (same-step spikes, as y_t = kappa y_{t-1} + z_t W_out);
+                      then (order 1) the learning network's ``g = psi * L`` with L linked to the LSG readout
+``end``               (order 2) the update accumulated on the learning network's synapses:
+                      ``acc += ebar_pre * g_post``; monitors record here
+====================  =========================================================================================
+
+Synaptic effects land AFTER the neuron update of the step in which the spike happened, so the recurrent
+input z_{t-1} W_rec is used at step t, as the model asks. External inputs x_t must also enter v_t at step t:
+the input spike generators therefore emit x_t one brian2 step early, and every trial runs T + 1 brian2 steps,
+the first of which computes the (all-zero) state "t = -1" (with zero input and zero state the update leaves
+every variable at 0, so this step is exact). Brian2 step k thus holds model step t = k - 1; monitors drop k = 0.
+The learning network's input trace ebar^in lives on a small relay group that receives the clock spikes.
+
+The update dW = -eta sum_t ebar_t (psi_t L_t) is accumulated per synapse during the demonstration trial
+(variable ``acc``); the diagonal of W_rec does not exist as a synapse (no self-connections).
+
+Weights: the learning network's W_in, W_rec (and W_out) come from a :mod:`pcmeta.hardware` substrate when
+:class:`Brian2Learner` is given one: they are ``read()`` once per trial (so PCM read noise and drift are
+drawn per trial, not per time step), and the update is written with ``update(dW)`` (on PCM: quantized to
+the update grid, changed devices re-programmed) before being read back for the test trial.
+
+Code generation: ``target="numpy"`` (default: no compiler needed) or ``"cython"`` (compiled once and cached
+by brian2 in ~/.cython/brian_extensions). Networks are built once and reused for every task (restore to
+the stored initial state between trials).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from pcmeta.agents.snn import ETA, LEARNER, LSG, SNNConfig
+
+__all__ = ["Brian2OneShot", "brian2_episode_numpy"]
+
+_NEURON_VARS = """
+v : 1
+z : 1
+r : 1
+b : 1
+A : 1
+I : 1
+psi : 1
+ebar : 1
+beta_n : 1 (constant)
+"""
+
+_NEURON_UPDATE = """
+b = rho * b + z
+A = vth + beta_n * b
+ebar = alpha * ebar + z
+v = alpha * v + I - A * z
+I = 0
+free = int(r <= 0)
+z = int(v > A) * free
+psi = free * (gamma / vth) * clip(1 - abs(v - A) / vth, 0, 1e30)
+r = clip(r + 5 * z - 1, 0, n_ref)
+"""
+
+_READOUT_VARS = """
+y : 1
+I : 1
+"""
+
+_READOUT_UPDATE = """
+y = kappa * y + I
+I = 0
+"""
+
+
+def _ns(cfg: SNNConfig) -> dict:
+    return {"alpha": cfg.alpha, "rho": cfg.rho, "kappa": cfg.kappa, "vth": cfg.v_th, "gamma": cfg.gamma,
+            "n_ref": float(cfg.n_refractory)}
+
+
+def _dense_indices(n_pre: int, n_post: int, no_diag: bool) -> tuple[np.ndarray, np.ndarray]:
+    i, j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    if no_diag:
+        keep = i != j
+        i, j = i[keep], j[keep]
+    return i.astype(np.int32), j.astype(np.int32)
+
+
+def _spike_lists(x: np.ndarray, dt) -> tuple[np.ndarray, Any]:
+    """(T, n) 0/1 inputs -> (indices, times) emitted one step early (x_t at t - 1 + 1 = brian2 step t)."""
+    t_idx, n_idx = np.nonzero(np.asarray(x) > 0.5)
+    order = np.lexsort((n_idx, t_idx))
+    return n_idx[order].astype(np.int32), t_idx[order] * dt
+
+
+class Brian2OneShot:
+    """The two networks in brian2, built once, reused for every task.
+
+    Args:
+        params: weight dict in the released layout (numpy or torch; (pre, post)).
+        T: steps per trial (default 249).
+        target: brian2 code-generation target, "numpy" or "cython".
+        record: keep monitors of every neuron's z (both networks), psi and the readouts for comparisons
+            (slower); without it only the readouts are monitored.
+        eta: e-prop learning rate.
+    """
+
+    def __init__(self, params: Mapping[str, Any], T: int = 249, target: str = "numpy", record: bool = False,
+                 eta: float = ETA):
+        import brian2 as b2
+
+        if target not in ("numpy", "cython"):
+            raise ValueError(f"target must be 'numpy' or 'cython', got {target!r}")
+        b2.prefs.codegen.target = target
+        b2.prefs.core.default_float_dtype = np.float64
+        self.b2 = b2
+        self.T = int(T)
+        self.eta = float(eta)
+        self.record = record
+        self.target = target
+        P = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)).astype(np.float64)
+             for k, v in params.items()}
+        self.params = P
+        dt = 1.0 * b2.ms
+        self.dt = dt
+        t0 = time.perf_counter()
+
+        # ---- inputs
+        self.in_lsg = b2.SpikeGeneratorGroup(LSG.n_in, np.zeros(0, np.int32), np.zeros(0) * b2.ms, dt=dt,
+                                             name="in_lsg")
+        self.in_clk = b2.SpikeGeneratorGroup(LEARNER.n_in, np.zeros(0, np.int32), np.zeros(0) * b2.ms, dt=dt,
+                                             name="in_clk")
+        relay = b2.NeuronGroup(LEARNER.n_in, "x : 1\nebar : 1", dt=dt, name="clk_relay", namespace=_ns(LEARNER))
+        relay.run_regularly("ebar = alpha * ebar + x\nx = 0", when="groups")
+        s_relay = b2.Synapses(self.in_clk, relay, on_pre="x_post = 1", dt=dt, name="s_relay")
+        s_relay.connect(j="i")
+
+        # ---- LSG
+        lsg = b2.NeuronGroup(LSG.n_rec, _NEURON_VARS, threshold="z > 0.5", reset="", dt=dt, name="lsg",
+                             namespace=_ns(LSG))
+        lsg.beta_n = np.r_[np.zeros(LSG.n_rec - LSG.n_alif), np.full(LSG.n_alif, LSG.beta)]
+        lsg.run_regularly(_NEURON_UPDATE, when="groups")
+        lsg_out = b2.NeuronGroup(LSG.n_out, _READOUT_VARS, dt=dt, name="lsg_out", namespace=_ns(LSG))
+        lsg_out.run_regularly(_READOUT_UPDATE, when="after_synapses", order=0)
+        s_in_lsg = self._synapses(self.in_lsg, lsg, P["W_in_lsg"], "s_in_lsg")
+        s_rec_lsg = self._synapses(lsg, lsg, P["W_rec_lsg"], "s_rec_lsg", no_diag=True)
+        s_out_lsg = self._synapses(lsg, lsg_out, P["W_out_lsg"], "s_out_lsg")
+
+        # ---- learning network
+        learner = b2.NeuronGroup(LEARNER.n_rec, _NEURON_VARS + "g : 1\nL : 1 (linked)", threshold="z > 0.5",
+                                 reset="", dt=dt, name="learner", namespace=_ns(LEARNER))
+        learner.beta_n = 0.0
+        learner.L = b2.linked_var(lsg_out, "y")
+        learner.run_regularly(_NEURON_UPDATE, when="groups")
+        learner.run_regularly("g = psi * L", when="after_synapses", order=1, name="learner_g")
+        learner_out = b2.NeuronGroup(LEARNER.n_out, _READOUT_VARS, dt=dt, name="learner_out",
+                                     namespace=_ns(LEARNER))
+        learner_out.run_regularly(_READOUT_UPDATE, when="after_synapses", order=0)
+        s_in = self._synapses(self.in_clk, learner, P["W_in_trainee"], "s_in")
+        s_rec = self._synapses(learner, learner, P["W_rec_trainee"], "s_rec", no_diag=True, model="w : 1\nacc : 1")
+        s_out = self._synapses(learner, learner_out, P["W_out_trainee"], "s_out")
+        # The input trace lives on the relay (the generator has no state), so the input weights' update is
+        # accumulated on a parallel relay -> learner synapse set without spike effects (same (i, j) layout).
+        s_in_acc = b2.Synapses(relay, learner, "acc : 1", dt=dt, name="s_in_acc")
+        s_in_acc.connect(i=s_in.i[:], j=s_in.j[:])
+        s_in_acc.run_regularly("acc += ebar_pre * g_post", when="end", order=2, name="s_in_acc_ru")
+        s_rec.run_regularly("acc += ebar_pre * g_post", when="end", order=2, name="s_rec_acc_ru")
+
+        self.groups = {"lsg": lsg, "lsg_out": lsg_out, "learner": learner, "learner_out": learner_out,
+                       "relay": relay}
+        self.syn = {"s_in_lsg": s_in_lsg, "s_rec_lsg": s_rec_lsg, "s_out_lsg": s_out_lsg, "s_in": s_in,
+                    "s_rec": s_rec, "s_out": s_out, "s_relay": s_relay, "s_in_acc": s_in_acc}
+        self.mon = {
+            "lsg_y": b2.StateMonitor(lsg_out, "y", record=True, when="end", order=5, name="mon_lsg_y"),
+            "learner_y": b2.StateMonitor(learner_out, "y", record=True, when="end", order=5, name="mon_learner_y"),
+        }
+        if record:
+            self.mon["lsg_z"] = b2.StateMonitor(lsg, "z", record=True, when="end", order=5, name="mon_lsg_z")
+            self.mon["learner"] = b2.StateMonitor(learner, ["z", "psi"], record=True, when="end", order=5,
+                                                  name="mon_learner")
+        self._lsg_objects = [self.in_lsg, lsg, lsg_out, s_in_lsg, s_rec_lsg, s_out_lsg, self.mon["lsg_y"]]
+        if record:
+            self._lsg_objects.append(self.mon["lsg_z"])
+        self.net = b2.Network(self.in_lsg, self.in_clk, relay, s_relay, lsg, lsg_out, s_in_lsg, s_rec_lsg,
+                              s_out_lsg, learner, learner_out, s_in, s_rec, s_out, s_in_acc, *self.mon.values())
+        self.net.store("fresh")
+        self.build_s = time.perf_counter() - t0
+        self.codegen_s = None  # set by the first run (code generation / compilation happens there)
+
+    def _synapses(self, src, tgt, W: np.ndarray, name: str, no_diag: bool = False, model: str = "w : 1"):
+        b2 = self.b2
+        S = b2.Synapses(src, tgt, model, on_pre="I_post += w", dt=self.dt, name=name)
+        i, j = _dense_indices(W.shape[0], W.shape[1], no_diag)
+        S.connect(i=i, j=j)
+        S.w = W[i, j]
+        return S
+
+    # ------------------------------------------------------------------------------------------------
+    def _set_learner_weights(self, W_in: np.ndarray, W_rec: np.ndarray, W_out: np.ndarray) -> None:
+        for key, W in (("s_in", W_in), ("s_rec", W_rec), ("s_out", W_out)):
+            S = self.syn[key]
+            S.w = np.asarray(W, dtype=np.float64)[S.i[:], S.j[:]]
+
+    def _run(self, lsg_active: bool) -> None:
+        for o in self._lsg_objects:
+            o.active = lsg_active
+        t0 = time.perf_counter()
+        self.net.run((self.T + 1) * self.dt, namespace={})
+        if self.codegen_s is None:
+            self.codegen_s = time.perf_counter() - t0
+
+    def demonstration(self, x_lsg: np.ndarray, clock: np.ndarray, W_in: np.ndarray | None = None,
+                      W_rec: np.ndarray | None = None, W_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The demonstration trial with the LSG: returns omega_before (T, 2), L (T, 250), dW_in (5, 250),
+        dW_rec (250, 250) (float64), plus z_lsg (T, 800), z_demo, psi (T, 250) when ``record``.
+
+        W_in / W_rec / W_out default to the parameters given at construction.
+        """
+        P = self.params
+        self.net.restore("fresh")
+        self._set_learner_weights(P["W_in_trainee"] if W_in is None else W_in,
+                                  P["W_rec_trainee"] if W_rec is None else W_rec,
+                                  P["W_out_trainee"] if W_out is None else W_out)
+        self._check_input(x_lsg, LSG.n_in, "x_lsg")
+        self._check_input(clock, LEARNER.n_in, "clock")
+        self.in_lsg.set_spikes(*_spike_lists(x_lsg, self.dt))
+        self.in_clk.set_spikes(*_spike_lists(clock, self.dt))
+        self._run(True)
+        out = {"omega_before": self.mon["learner_y"].y[:, 1:].T.copy(), "L": self.mon["lsg_y"].y[:, 1:].T.copy()}
+        for key, name in (("s_in_acc", "dW_in"), ("s_rec", "dW_rec")):
+            S = self.syn[key]
+            n_pre = LEARNER.n_in if key == "s_in_acc" else LEARNER.n_rec
+            dW = np.zeros((n_pre, LEARNER.n_rec))
+            dW[S.i[:], S.j[:]] = -self.eta * S.acc[:]
+            out[name] = dW
+        if self.record:
+            out["z_lsg"] = self.mon["lsg_z"].z[:, 1:].T.copy()
+            out["z_demo"] = self.mon["learner"].z[:, 1:].T.copy()
+            out["psi"] = self.mon["learner"].psi[:, 1:].T.copy()
+        return out
+
+    def test(self, clock: np.ndarray, W_in: np.ndarray, W_rec: np.ndarray, W_out: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
+        """A trial of the learning network alone (LSG inactive) with the given weights: omega (T, 2)."""
+        self.net.restore("fresh")
+        self._set_learner_weights(W_in, W_rec, self.params["W_out_trainee"] if W_out is None else W_out)
+        self._check_input(clock, LEARNER.n_in, "clock")
+        self.in_clk.set_spikes(*_spike_lists(clock, self.dt))
+        self._run(False)
+        out = {"omega": self.mon["learner_y"].y[:, 1:].T.copy()}
+        if self.record:
+            out["z"] = self.mon["learner"].z[:, 1:].T.copy()
+        return out
+
+    def _check_input(self, x: np.ndarray, n: int, name: str) -> None:
+        if np.shape(x) != (self.T, n):
+            raise ValueError(f"{name} must have shape ({self.T}, {n}) of 0/1 spikes, got {np.shape(x)}")
+
+    def episode(self, x_lsg: np.ndarray, clock: np.ndarray, substrate: Any = None,
+                digital_readout: bool = False) -> dict[str, Any]:
+        """Demonstration (with LSG) -> one update -> test, for one task.
+
+        Without ``substrate`` the update is added in float64. With a substrate, the learning network's W_in /
+        W_rec (and W_out unless ``digital_readout``) are placed on it, read before each trial, the update is
+        written with ``update()`` and read back for the test trial. Returns omega_before, omega_after (T, 2),
+        dW_in, dW_rec, L and timings (s).
+        """
+        P = self.params
+        t0 = time.perf_counter()
+        if substrate is None:
+            demo = self.demonstration(x_lsg, clock)
+            t1 = time.perf_counter()
+            after = self.test(clock, P["W_in_trainee"] + demo["dW_in"], P["W_rec_trainee"] + demo["dW_rec"])
+        else:
+            arrays = {"W_in": substrate.place("brian2.W_in", P["W_in_trainee"].copy()),
+                      "W_rec": substrate.place("brian2.W_rec", P["W_rec_trainee"] * (1 - np.eye(LEARNER.n_rec)))}
+            if not digital_readout:
+                arrays["W_out"] = substrate.place("brian2.W_out", P["W_out_trainee"].copy())
+            rd = lambda k: np.asarray(arrays[k].read(), dtype=np.float64)  # noqa: E731
+            w_out = lambda: rd("W_out") if not digital_readout else P["W_out_trainee"]  # noqa: E731
+            demo = self.demonstration(x_lsg, clock, rd("W_in"), rd("W_rec"), w_out())
+            t1 = time.perf_counter()
+            arrays["W_in"].update(demo["dW_in"])
+            arrays["W_rec"].update(demo["dW_rec"])
+            after = self.test(clock, rd("W_in"), rd("W_rec"), w_out())
+            for k in list(arrays):
+                substrate.remove(f"brian2.{k}")
+        t2 = time.perf_counter()
+        demo["omega_after"] = after["omega"]
+        if self.record:
+            demo["z_test"] = after["z"]
+        demo["time_demo_s"] = t1 - t0
+        demo["time_test_s"] = t2 - t1
+        return demo
+
+
+def brian2_episode_numpy(*args, **kwargs):  # pragma: no cover - convenience alias
+    """Alias of ``Brian2OneShot(...).episode`` for a single task (builds the networks each call)."""
+    params, x_lsg, clock = args[:3]
+    return Brian2OneShot(params, T=np.shape(clock)[0], **kwargs).episode(x_lsg, clock)
