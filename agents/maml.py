@@ -1,0 +1,846 @@
+"""MAML for few-shot image classification, with weight matrices on a :mod:`pcmeta.hardware` substrate.
+
+Two functional CNNs over 28 x 28 x 1 images (SPEC §1):
+
+- ``"paper"`` (Ortner et al.): 4 x [conv 3x3 stride 2, symmetric zero padding 1 -> ReLU -> batch-norm
+  without learned scale/shift, epsilon 1e-3, the batch's own statistics], global max-pool over the final
+  2 x 2, bias-free readout. C = 56 channels. Only the readout is adapted in the inner loop.
+- ``"classic"`` (Finn et al. 2017, strided Omniglot variant): 4 x [conv 3x3 stride 2 pad 1 -> batch-norm
+  with learned scale and shift (batch statistics) -> ReLU], global mean-pool, readout with bias;
+  C = 64; every parameter is adapted in the inner loop.
+
+Weights are held as matrices in the substrate layout (in_features, out_features): a 3 x 3 convolution
+from C_in to C_out channels is its im2col matrix of shape (9 C_in, C_out) with rows ordered
+(channel, kernel row, kernel column) as :func:`torch.nn.functional.unfold` orders them (3 x 3 x 56 = 504
+rows). During meta-training every matrix enters the forward pass as ``substrate.transform(W)``
+(identity for exact float, the stochastic 4-bit quantizer with a straight-through gradient for
+``SoftwareSubstrate(bits=4)``). For deployment, :class:`DeployedCNN` places the matrices on a
+substrate with ``substrate.place`` and runs inference with ``arr.matmul`` on im2col patches; the
+readout is adapted there with ``arr.update``.
+
+Batch-norm is written out (mean and biased variance over images and pixels of one task's pass), so
+that a batch of tasks, :func:`torch.func.vmap` and a per-task loop compute the same function and the
+same meta-gradients. The support set and the query set are normalised separately (one pass each).
+
+Meta-learning: inner-loop SGD on the cross-entropy of the N*K support images (``inner_steps``,
+``inner_lr``, adapted parameters ``"head"`` or ``"all"``), second or first order, the meta-batch
+vectorised; Adam outer loop on the query cross-entropy after adaptation. For ``adapt="head"`` the
+inner loop is closed-form on batched features (the readout gradient of the cross-entropy is
+f^T (softmax(f W) - Y) / n), which autograd differentiates exactly (second order); for ``"all"`` the
+inner loop is :func:`torch.func.grad` under :func:`torch.func.vmap`. :func:`meta_loss_loop` is the plain
+per-task autograd loop (as learn2learn does it) used to check and benchmark the vectorised versions.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ARCHS = ("paper", "classic")
+ADAPT = ("head", "all")
+#: The weight matrices that live on a substrate, in forward order.
+MATRIX_KEYS = ("conv1", "conv2", "conv3", "conv4", "readout")
+CONV_KEYS = MATRIX_KEYS[:4]
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+# ============================================================================ configuration
+@dataclass
+class MAMLConfig:
+    """Network and meta-learning hyper-parameters (defaults: the paper's 5-way 5-shot setting).
+
+    Attributes:
+        arch: ``"paper"`` or ``"classic"``.
+        channels: convolution channels C (paper 56, classic 64).
+        n_way: classes per task (readout width).
+        inner_steps: SGD steps of the inner loop during meta-training.
+        eval_inner_steps: SGD steps at evaluation (None: same as ``inner_steps``).
+        inner_lr: inner-loop learning rate.
+        adapt: ``"head"`` (readout only; paper) or ``"all"`` (every parameter; classic MAML).
+        first_order: drop second-order terms of the meta-gradient.
+        bn_eps: batch-norm epsilon.
+        meta_lr: Adam learning rate of the outer loop.
+        meta_batch: tasks per meta-iteration.
+        k_shot, n_query: support and query images per class during meta-training.
+        iterations: meta-iterations.
+        split: ``"paper"`` or ``"classic"`` data split.
+        bits: None for float, or the weight bits of ``SoftwareSubstrate(bits=...)`` used in the forward
+            pass during meta-training (straight-through).
+    """
+
+    arch: str = "paper"
+    channels: int = 56
+    n_way: int = 5
+    inner_steps: int = 4
+    eval_inner_steps: int | None = None
+    inner_lr: float = 0.1
+    adapt: str = "head"
+    first_order: bool = False
+    bn_eps: float = 1e-3
+    meta_lr: float = 1e-3
+    meta_batch: int = 32
+    k_shot: int = 5
+    n_query: int = 5
+    iterations: int = 30000
+    split: str = "paper"
+    bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.adapt not in ADAPT:
+            raise ValueError(f"unknown adapt {self.adapt!r}; expected one of {ADAPT}")
+        if self.split not in ("paper", "classic"):
+            raise ValueError(f"unknown split {self.split!r}; expected 'paper' or 'classic'")
+        for name in ("channels", "n_way", "meta_batch", "k_shot", "n_query", "iterations"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.inner_steps < 0:
+            raise ValueError(f"inner_steps must be >= 0, got {self.inner_steps}")
+        if self.bits is not None and int(self.bits) < 1:
+            raise ValueError(f"bits must be None or >= 1, got {self.bits}")
+
+    @property
+    def test_steps(self) -> int:
+        return self.inner_steps if self.eval_inner_steps is None else self.eval_inner_steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MAMLConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+#: Training presets (``pcmeta omniglot train --preset NAME``).
+PRESETS: dict[str, dict] = {
+    # Ortner et al.: 4 SGD steps lr 0.1 on the readout, second order, Adam 1e-3, meta-batch 32, 30k its.
+    "paper-5w5s": dict(arch="paper", channels=56, n_way=5, k_shot=5, n_query=5, inner_steps=4, inner_lr=0.1,
+                       adapt="head", meta_batch=32, iterations=30000, split="paper"),
+    "paper-5w1s": dict(arch="paper", channels=56, n_way=5, k_shot=1, n_query=5, inner_steps=4, inner_lr=0.1,
+                       adapt="head", meta_batch=32, iterations=30000, split="paper"),
+    # Finn et al. 2017: 5-way 1 step lr 0.4 (3 at test), meta-batch 32; 20-way 5 steps lr 0.1, batch 16.
+    "classic-5w1s": dict(arch="classic", channels=64, n_way=5, k_shot=1, n_query=1, inner_steps=1,
+                         eval_inner_steps=3, inner_lr=0.4, adapt="all", meta_batch=32, iterations=60000,
+                         split="classic"),
+    "classic-20w1s": dict(arch="classic", channels=64, n_way=20, k_shot=1, n_query=1, inner_steps=5,
+                          eval_inner_steps=5, inner_lr=0.1, adapt="all", meta_batch=16, iterations=60000,
+                          split="classic"),
+}
+
+
+def preset(name: str, **overrides) -> MAMLConfig:
+    """The :class:`MAMLConfig` of a preset, with ``overrides`` (None values ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    d = dict(PRESETS[name])
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return MAMLConfig(**d)
+
+
+# ============================================================================ parameters
+def init_params(cfg: MAMLConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Fresh parameters: Glorot-uniform conv matrices, zero readout (a symmetric start), BN scale 1."""
+    g = torch.Generator().manual_seed(seed)
+    C = cfg.channels
+    p: dict[str, torch.Tensor] = {}
+    c_in = 1
+    for k in CONV_KEYS:
+        fan_in, fan_out = 9 * c_in, 9 * C
+        a = math.sqrt(6.0 / (fan_in + fan_out))
+        p[k] = (torch.rand(9 * c_in, C, generator=g, dtype=dtype) * 2 - 1) * a
+        c_in = C
+    p["readout"] = torch.zeros(C, cfg.n_way, dtype=dtype)
+    if cfg.arch == "classic":
+        for i in range(1, 5):
+            p[f"bn{i}_scale"] = torch.ones(C, dtype=dtype)
+            p[f"bn{i}_shift"] = torch.zeros(C, dtype=dtype)
+        p["readout_bias"] = torch.zeros(cfg.n_way, dtype=dtype)
+    return p
+
+
+def head_keys(cfg: MAMLConfig) -> tuple[str, ...]:
+    return ("readout",) if cfg.arch == "paper" else ("readout", "readout_bias")
+
+
+def adapted_keys(cfg: MAMLConfig, params: dict) -> tuple[str, ...]:
+    return head_keys(cfg) if cfg.adapt == "head" else tuple(params)
+
+
+def kernel_from_matrix(W: torch.Tensor) -> torch.Tensor:
+    """(9 C_in, C_out) im2col matrix -> (C_out, C_in, 3, 3) kernel (works with leading batch dims)."""
+    c_out = W.shape[-1]
+    c_in = W.shape[-2] // 9
+    return W.transpose(-1, -2).reshape(*W.shape[:-2], c_out, c_in, 3, 3)
+
+
+def matrix_from_kernel(K: torch.Tensor) -> torch.Tensor:
+    """(C_out, C_in, 3, 3) kernel -> (9 C_in, C_out) im2col matrix."""
+    return K.reshape(K.shape[0], -1).t().contiguous()
+
+
+def params_from_released(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Paper-CNN parameters from a ``.npz`` in the authors' released layout.
+
+    Keys ``kernel1..kernel4`` (3, 3, C_in, C_out) (TensorFlow layout) and ``kernel5`` (C, N).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with np.load(path, allow_pickle=False) as d:
+        missing = [f"kernel{i}" for i in range(1, 6) if f"kernel{i}" not in d]
+        if missing:
+            raise ValueError(f"{path} lacks {missing}; expected the released layout kernel1..kernel5")
+        p = {}
+        for i, k in enumerate(CONV_KEYS, start=1):
+            kern = torch.as_tensor(d[f"kernel{i}"]).permute(3, 2, 0, 1)  # (out, in, kh, kw)
+            if kern.shape[-2:] != (3, 3):
+                raise ValueError(f"{path}: kernel{i} has shape {tuple(d[f'kernel{i}'].shape)}, expected (3, 3, in, out)")
+            p[k] = matrix_from_kernel(kern).to(dtype)
+        p["readout"] = torch.as_tensor(d["kernel5"]).to(dtype).clone()
+    return p
+
+
+def save_released(params: dict[str, torch.Tensor], cfg: MAMLConfig, path: str | os.PathLike) -> None:
+    """Write paper-CNN weights in the released layout (plus ``config_json``), atomically."""
+    if cfg.arch != "paper":
+        raise ValueError("the released layout holds the paper CNN only; use save_weights for 'classic'")
+    arrays = {}
+    for i, k in enumerate(CONV_KEYS, start=1):
+        arrays[f"kernel{i}"] = kernel_from_matrix(params[k].detach().float()).permute(2, 3, 1, 0).numpy()
+    arrays["kernel5"] = params["readout"].detach().float().numpy()
+    arrays["config_json"] = np.array(json.dumps(cfg.to_dict()))
+    _atomic_npz(path, arrays)
+
+
+def save_weights(params: dict[str, torch.Tensor], cfg: MAMLConfig, path: str | os.PathLike) -> None:
+    """Write weights as ``.npz``: the released layout for the paper CNN, matrices by name otherwise."""
+    if cfg.arch == "paper":
+        return save_released(params, cfg, path)
+    arrays = {k: v.detach().float().numpy() for k, v in params.items()}
+    arrays["config_json"] = np.array(json.dumps(cfg.to_dict()))
+    _atomic_npz(path, arrays)
+
+
+def load_weights(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[dict, MAMLConfig | None]:
+    """Parameters (and the stored config, if any) from a ``.npz`` written by :func:`save_weights` or
+    in the authors' released layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with np.load(path, allow_pickle=False) as d:
+        cfg = MAMLConfig.from_dict(json.loads(str(d["config_json"]))) if "config_json" in d else None
+        released = "kernel1" in d
+        if not released:
+            params = {k: torch.as_tensor(d[k]).to(dtype) for k in d.files if k != "config_json"}
+    if released:
+        params = params_from_released(path, dtype)
+        if cfg is None:
+            cfg = MAMLConfig(channels=params["readout"].shape[0], n_way=params["readout"].shape[1])
+    return params, cfg
+
+
+def _atomic_npz(path, arrays: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ============================================================================ functional network
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _tf(transform: Transform | None, W: torch.Tensor) -> torch.Tensor:
+    """Apply a substrate transform to a weight matrix (or a batch of them, as 2-D blocks)."""
+    if transform is None:
+        return W
+    if W.dim() <= 2:
+        return transform(W)
+    return transform(W.reshape(-1, W.shape[-1])).reshape(W.shape)
+
+
+def batch_norm(h: torch.Tensor, eps: float) -> torch.Tensor:
+    """Normalise h (*T, n, C, H, W) per channel with the statistics of its own pass (biased variance)."""
+    mu = h.mean(dim=(-4, -2, -1), keepdim=True)
+    var = (h - mu).square().mean(dim=(-4, -2, -1), keepdim=True)
+    return (h - mu) * torch.rsqrt(var + eps)
+
+
+def conv_block(h: torch.Tensor, W: torch.Tensor, cfg: MAMLConfig, i: int, params: dict) -> torch.Tensor:
+    """One block on h (*T, n, C_in, H, W) with the (already transformed) matrix W (9 C_in, C_out)."""
+    lead = h.shape[:-3]
+    z = F.conv2d(h.reshape(-1, *h.shape[-3:]), kernel_from_matrix(W), stride=2, padding=1)
+    z = z.reshape(*lead, *z.shape[-3:])
+    return _block_post(z, cfg, i, params)
+
+
+def _block_post(z: torch.Tensor, cfg: MAMLConfig, i: int, params: dict) -> torch.Tensor:
+    if cfg.arch == "paper":
+        return batch_norm(torch.relu(z), cfg.bn_eps)
+    z = batch_norm(z, cfg.bn_eps)
+    z = z * params[f"bn{i}_scale"][:, None, None] + params[f"bn{i}_shift"][:, None, None]
+    return torch.relu(z)
+
+
+def _pool(h: torch.Tensor, cfg: MAMLConfig) -> torch.Tensor:
+    return h.amax(dim=(-2, -1)) if cfg.arch == "paper" else h.mean(dim=(-2, -1))
+
+
+def features(params: dict, x: torch.Tensor, cfg: MAMLConfig, transform: Transform | None = None) -> torch.Tensor:
+    """Pooled features (*T, n, C) of images x (*T, n, 1, 28, 28); conv weights shared by all tasks."""
+    if x.dim() == 5 and not torch._C._functorch.is_batchedtensor(x):
+        return _features_batched(params, x, cfg, transform)
+    h = x
+    for i, k in enumerate(CONV_KEYS, start=1):
+        h = conv_block(h, _tf(transform, params[k]), cfg, i, params)
+    return _pool(h, cfg)
+
+
+def _bn_tasks(z: torch.Tensor, T: int, eps: float) -> torch.Tensor:
+    """:func:`batch_norm` for z (T*n, C, H, W) holding T tasks' passes, via the fused native kernel.
+
+    Each task's slice is normalised with ``F.batch_norm(training=True)`` (batch statistics, biased
+    variance, no running statistics): mathematically identical to :func:`batch_norm` (checked in the
+    tests) and several times faster on channels-last CPU tensors than the written-out formula.
+    """
+    n = z.shape[0] // T
+    return torch.cat([F.batch_norm(zt, None, None, training=True, eps=eps) for zt in z.split(n)])
+
+
+def _features_batched(params: dict, x: torch.Tensor, cfg: MAMLConfig, transform: Transform | None):
+    """:func:`features` for x (T, n, 1, 28, 28) with shared weights: channels-last convolutions."""
+    T = x.shape[0]
+    h = x.reshape(-1, *x.shape[-3:]).contiguous(memory_format=torch.channels_last)
+    for i, k in enumerate(CONV_KEYS, start=1):
+        z = F.conv2d(h, kernel_from_matrix(_tf(transform, params[k])), stride=2, padding=1)
+        if cfg.arch == "paper":
+            h = _bn_tasks(torch.relu(z), T, cfg.bn_eps)
+        else:
+            z = _bn_tasks(z, T, cfg.bn_eps)
+            h = torch.relu(z * params[f"bn{i}_scale"][:, None, None] + params[f"bn{i}_shift"][:, None, None])
+    return _pool(h, cfg).reshape(T, x.shape[1], -1)
+
+
+def readout(params: dict, f: torch.Tensor, cfg: MAMLConfig, transform: Transform | None = None) -> torch.Tensor:
+    """Logits (*T, n, N) from features (*T, n, C); ``params["readout"]`` (C, N) or (*T, C, N)."""
+    y = f @ _tf(transform, params["readout"])
+    if cfg.arch == "classic":
+        b = params["readout_bias"]
+        y = y + (b.unsqueeze(-2) if b.dim() > 1 else b)
+    return y
+
+
+def forward(params: dict, x: torch.Tensor, cfg: MAMLConfig, transform: Transform | None = None) -> torch.Tensor:
+    """Logits (*T, n, N) of images x (*T, n, 1, 28, 28)."""
+    return readout(params, features(params, x, cfg, transform), cfg, transform)
+
+
+def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def _acc(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(-1) == y).to(logits.dtype).mean(-1)
+
+
+# ============================================================================ inner loops
+def adapt_head(params: dict, fs: torch.Tensor, sy: torch.Tensor, cfg: MAMLConfig, steps: int,
+               first_order: bool = False, transform: Transform | None = None) -> dict:
+    """Closed-form SGD on the readout (and its bias) for a batch of tasks.
+
+    fs: support features (T, nS, C); sy: (T, nS). Returns params with per-task ``readout`` (T, C, N)
+    (and ``readout_bias`` (T, N)). The gradient of the mean cross-entropy w.r.t. the (transformed,
+    straight-through) readout is fs^T (softmax - onehot) / nS; autograd differentiates through it.
+    """
+    T, n, C = fs.shape
+    N = params["readout"].shape[-1]
+    Y = F.one_hot(sy, N).to(fs.dtype)
+    W = params["readout"].expand(T, C, N)
+    b = params["readout_bias"].expand(T, N) if cfg.arch == "classic" else None
+    for _ in range(steps):
+        logits = fs @ _tf(transform, W)
+        if b is not None:
+            logits = logits + b.unsqueeze(1)
+        G = (torch.softmax(logits, -1) - Y) / n  # dL/dlogits, (T, n, N)
+        gW = fs.transpose(1, 2) @ G
+        if first_order:
+            gW = gW.detach()
+        W = W - cfg.inner_lr * gW
+        if b is not None:
+            gb = G.sum(1)
+            b = b - cfg.inner_lr * (gb.detach() if first_order else gb)
+    out = dict(params)
+    out["readout"] = W
+    if b is not None:
+        out["readout_bias"] = b
+    return out
+
+
+def _task_query_loss_all(params: dict, sx, sy, qx, qy, cfg: MAMLConfig, steps: int, first_order: bool,
+                         transform: Transform | None):
+    """One task (no task dim), inner loop on every parameter with torch.func.grad; returns (loss, acc)."""
+    keys = adapted_keys(cfg, params)
+
+    def support_loss(ad, fixed):
+        p = {**fixed, **ad}
+        return _ce(forward(p, sx, cfg, transform), sy)
+
+    ad = {k: params[k] for k in keys}
+    fixed = {k: v for k, v in params.items() if k not in keys}
+    for _ in range(steps):
+        g = torch.func.grad(support_loss)(ad, fixed)
+        if first_order:
+            g = {k: v.detach() for k, v in g.items()}
+        ad = {k: ad[k] - cfg.inner_lr * g[k] for k in keys}
+    logits = forward({**fixed, **ad}, qx, cfg, transform)
+    return _ce(logits, qy), _acc(logits, qy)
+
+
+def meta_loss(params: dict, sx, sy, qx, qy, cfg: MAMLConfig, steps: int | None = None,
+              first_order: bool | None = None, transform: Transform | None = None):
+    """Vectorised MAML objective over a batch of tasks.
+
+    sx (T, nS, 1, 28, 28), sy (T, nS), qx (T, nQ, 1, 28, 28), qy (T, nQ). Returns (mean query loss,
+    per-task query accuracy (T,)). Differentiable w.r.t. ``params`` (second order unless
+    ``first_order``).
+    """
+    steps = cfg.inner_steps if steps is None else steps
+    fo = cfg.first_order if first_order is None else first_order
+    if cfg.adapt == "head":
+        fs = features(params, sx, cfg, transform)
+        fq = features(params, qx, cfg, transform)
+        ad = adapt_head(params, fs, sy, cfg, steps, fo, transform)
+        logits = readout(ad, fq, cfg, transform)
+        return _ce(logits, qy), _acc(logits, qy)
+    losses, accs = torch.func.vmap(
+        lambda a, b, c, d: _task_query_loss_all(params, a, b, c, d, cfg, steps, fo, transform),
+        randomness="different",
+    )(sx, sy, qx, qy)
+    return losses.mean(), accs
+
+
+def meta_loss_loop(params: dict, sx, sy, qx, qy, cfg: MAMLConfig, steps: int | None = None,
+                   first_order: bool | None = None, transform: Transform | None = None,
+                   backward: bool = False):
+    """Reference: a plain per-task loop with ``torch.autograd.grad`` (create_graph for second order).
+
+    With ``backward=True`` each task's loss is back-propagated right away (as learn2learn does),
+    accumulating ``.grad`` of the leaf params; the returned loss is then detached.
+    """
+    steps = cfg.inner_steps if steps is None else steps
+    fo = cfg.first_order if first_order is None else first_order
+    keys = adapted_keys(cfg, params)
+    T = sx.shape[0]
+    total, accs = 0.0, []
+    for t in range(T):
+        ad = dict(params)
+        for _ in range(steps):
+            loss = _ce(forward(ad, sx[t], cfg, transform), sy[t])
+            grads = torch.autograd.grad(loss, [ad[k] for k in keys], create_graph=not fo)
+            ad.update({k: ad[k] - cfg.inner_lr * g for k, g in zip(keys, grads)})
+        logits = forward(ad, qx[t], cfg, transform)
+        ql = _ce(logits, qy[t]) / T
+        if backward:
+            ql.backward()
+            ql = ql.detach()
+        total = total + ql
+        accs.append(_acc(logits, qy[t]).detach().reshape(1))
+    return total, torch.cat(accs)
+
+
+# ============================================================================ model
+class MAML:
+    """The meta-learner: parameters, config and the substrate its weight matrices live on.
+
+    Args:
+        cfg: hyper-parameters.
+        params: initial parameters (default :func:`init_params`).
+        substrate: a :mod:`pcmeta.hardware` substrate whose ``transform`` realises the weight matrices in
+            the forward pass (None: exact float, equivalent to ``SoftwareSubstrate()``; with ``cfg.bits``
+            set and no substrate, ``SoftwareSubstrate(bits=cfg.bits)`` is created).
+        seed: initialisation seed.
+    """
+
+    def __init__(self, cfg: MAMLConfig, params: dict | None = None, substrate=None, seed: int = 0,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        p = params if params is not None else init_params(cfg, seed, dtype)
+        self.params = {k: torch.nn.Parameter(v.detach().to(self.device, dtype).clone()) for k, v in p.items()}
+        if substrate is None and cfg.bits is not None:
+            from pcmeta.hardware import SoftwareSubstrate
+
+            substrate = SoftwareSubstrate(bits=int(cfg.bits))
+        self.substrate = substrate
+
+    @property
+    def transform(self) -> Transform | None:
+        return None if self.substrate is None else self.substrate.transform
+
+    @classmethod
+    def from_weights(cls, path: str | os.PathLike, cfg: MAMLConfig | None = None, **kw) -> "MAML":
+        """Load a ``.npz`` (released layout or :func:`save_weights`); ``cfg`` overrides the stored one."""
+        params, stored = load_weights(path)
+        c = cfg or stored
+        C, N = params["readout"].shape
+        if c.channels != C or c.n_way != N:
+            raise ValueError(f"{path} holds a C={C}, {N}-way network; the config asks for "
+                             f"C={c.channels}, {c.n_way}-way")
+        return cls(c, params, **kw)
+
+    def meta_loss(self, sx, sy, qx, qy, steps=None, first_order=None):
+        return meta_loss(self.params, sx, sy, qx, qy, self.cfg, steps, first_order, self.transform)
+
+    @torch.no_grad()
+    def evaluate(self, sx, sy, qx, qy, steps: int | None = None) -> torch.Tensor:
+        """Query accuracy per task (T,) after ``steps`` (default: the config's test steps) inner steps."""
+        steps = self.cfg.test_steps if steps is None else steps
+        if self.cfg.adapt == "head":
+            _, acc = meta_loss(self.params, sx, sy, qx, qy, self.cfg, steps, True, self.transform)
+            return acc
+        with torch.enable_grad():
+            _, acc = meta_loss({k: v.detach() for k, v in self.params.items()}, sx, sy, qx, qy, self.cfg,
+                               steps, True, self.transform)
+        return acc.detach()
+
+    def deploy(self, substrate) -> "DeployedCNN":
+        """Place the weight matrices on ``substrate`` (conv layers as im2col matrices, the readout)."""
+        return DeployedCNN(self.cfg, {k: v.detach() for k, v in self.params.items()}, substrate)
+
+
+# ============================================================================ deployment
+class DeployedCNN:
+    """Inference and readout adaptation with the weight matrices placed on a substrate.
+
+    Each conv layer is placed as its im2col matrix (9 C_in, C_out) and computed as
+    ``arr.matmul(patches)`` with patches from :func:`torch.nn.functional.unfold` (stride 2, symmetric
+    padding 1); ReLU, batch-norm and pooling are digital. The readout (C, N) is placed too and adapted
+    with ``arr.update(-lr * grad)``; :meth:`reset_head` re-places it at its meta-learned initial value
+    before each new task. Batch-norm statistics come from the current pass (``stats=None``) or from a
+    stored pass (``stats`` returned by :meth:`features`, e.g. the support set's, to classify a single
+    query image).
+    """
+
+    def __init__(self, cfg: MAMLConfig, params: dict, substrate) -> None:
+        self.cfg, self.substrate = cfg, substrate
+        self.params = {k: v.detach().clone() for k, v in params.items()}
+        self.arrays = {k: substrate.place(k, self.params[k]) for k in CONV_KEYS}
+        self.reset_head()
+
+    def reset_head(self) -> None:
+        """(Re)place the readout and its bias at the meta-learned initial values."""
+        self.head = self.substrate.place("readout", self.params["readout"].clone())
+        self.bias = self.params.get("readout_bias", None)
+        if self.bias is not None:
+            self.bias = self.bias.clone()
+
+    def conv(self, h: torch.Tensor, k: str) -> torch.Tensor:
+        """Conv layer ``k`` on h (n, C_in, H, W) through ``arr.matmul`` on im2col patches."""
+        n, _, H, W = h.shape
+        Ho, Wo = (H + 2 - 3) // 2 + 1, (W + 2 - 3) // 2 + 1
+        cols = F.unfold(h, 3, padding=1, stride=2).transpose(1, 2)  # (n, L, 9 C_in)
+        y = self.arrays[k].matmul(cols)  # (n, L, C_out)
+        return y.transpose(1, 2).reshape(n, -1, Ho, Wo)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor, stats: list | None = None) -> tuple[torch.Tensor, list]:
+        """Pooled features (n, C) of x (n, 1, 28, 28) and the per-layer BN statistics used."""
+        h, used = x, []
+        for i, k in enumerate(CONV_KEYS, start=1):
+            z = self.conv(h, k)
+            if self.cfg.arch == "paper":
+                z = torch.relu(z)
+            if stats is None:
+                mu = z.mean(dim=(0, 2, 3), keepdim=True)
+                var = (z - mu).square().mean(dim=(0, 2, 3), keepdim=True)
+            else:
+                mu, var = stats[i - 1]
+            used.append((mu, var))
+            z = (z - mu) * torch.rsqrt(var + self.cfg.bn_eps)
+            if self.cfg.arch == "classic":
+                z = torch.relu(z * self.params[f"bn{i}_scale"][:, None, None]
+                               + self.params[f"bn{i}_shift"][:, None, None])
+            h = z
+        return _pool(h, self.cfg), used
+
+    @torch.no_grad()
+    def logits(self, f: torch.Tensor) -> torch.Tensor:
+        y = self.head.matmul(f)
+        return y + self.bias if self.bias is not None else y
+
+    @torch.no_grad()
+    def adapt(self, sx: torch.Tensor, sy: torch.Tensor, steps: int | None = None,
+              lr: float | None = None) -> list:
+        """Reset the readout, then ``steps`` SGD steps on the support set (n, 1, 28, 28), (n,).
+
+        Only the readout (and bias) is adapted, through ``arr.update``; returns the support BN stats.
+        """
+        steps = self.cfg.test_steps if steps is None else steps
+        lr = self.cfg.inner_lr if lr is None else lr
+        self.reset_head()
+        f, stats = self.features(sx)
+        Y = F.one_hot(sy, self.cfg.n_way).to(f.dtype)
+        for _ in range(steps):
+            G = (torch.softmax(self.logits(f), -1) - Y) / f.shape[0]
+            self.head.update(-lr * (f.t() @ G))
+            if self.bias is not None:
+                self.bias = self.bias - lr * G.sum(0)
+        return stats
+
+    @torch.no_grad()
+    def predict(self, qx: torch.Tensor, stats: list | None = None) -> torch.Tensor:
+        """Logits (n, N) of query images (n, 1, 28, 28); BN from this pass unless ``stats`` is given."""
+        f, _ = self.features(qx, stats)
+        return self.logits(f)
+
+
+# ============================================================================ agent for the env
+class MAMLAgent:
+    """A policy for ``pcmeta/OmniglotFewShot-v0``: adapts once per new support set, then answers queries.
+
+    The query image arrives alone, so its batch-norm statistics are those of the support pass (the
+    network's batch statistics for a batch of one image would be degenerate). Weights live on
+    ``substrate`` (default: exact float ``SoftwareSubstrate``).
+    """
+
+    def __init__(self, model: MAML, substrate=None, steps: int | None = None) -> None:
+        if substrate is None:
+            from pcmeta.hardware import SoftwareSubstrate
+
+            substrate = SoftwareSubstrate()
+        self.model, self.steps = model, steps
+        self.deployed = model.deploy(substrate)
+        self._key: bytes | None = None
+        self._stats = None
+        self.adaptations = 0
+
+    def act(self, obs: dict) -> int:
+        sx = np.asarray(obs["support_images"], np.float32)
+        sy = np.asarray(obs["support_labels"], np.int64)
+        key = sx.tobytes() + sy.tobytes()
+        if key != self._key:
+            self._stats = self.deployed.adapt(torch.from_numpy(sx), torch.from_numpy(sy), self.steps)
+            self._key = key
+            self.adaptations += 1
+        q = torch.from_numpy(np.asarray(obs["query_image"], np.float32))[None]
+        return int(self.deployed.predict(q, self._stats).argmax(-1)[0])
+
+
+# ============================================================================ evaluation
+def mean_ci95(acc: np.ndarray) -> tuple[float, float]:
+    """Mean and 95 % confidence half-width (1.96 standard errors) of per-task accuracies."""
+    acc = np.asarray(acc, float)
+    if acc.size < 2:
+        return float(acc.mean()), float("nan")
+    return float(acc.mean()), float(1.96 * acc.std(ddof=1) / math.sqrt(acc.size))
+
+
+def evaluate(model: MAML, sampler, tasks: int = 1000, steps: int | None = None, batch: int = 50,
+             progress: bool = False, deployed: "DeployedCNN | None" = None) -> np.ndarray:
+    """Per-task query accuracy over ``tasks`` tasks from ``sampler`` (batched, no grad).
+
+    With ``deployed``, each task runs through the substrate path (:class:`DeployedCNN`) instead.
+    """
+    accs = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tasks, desc="eval", unit="task")
+    done = 0
+    while done < tasks:
+        b = min(batch, tasks - done)
+        sx, sy, qx, qy = sampler.sample(b).torch(model.device)
+        if deployed is None:
+            accs.append(model.evaluate(sx, sy, qx, qy, steps).cpu().numpy())
+        else:
+            for t in range(b):
+                deployed.adapt(sx[t], sy[t], steps)
+                accs.append(np.array([(deployed.predict(qx[t]).argmax(-1) == qy[t]).float().mean().item()]))
+        done += b
+        if bar is not None:
+            bar.update(b)
+            bar.set_postfix(acc=f"{np.concatenate(accs).mean():.4f}")
+    if bar is not None:
+        bar.close()
+    return np.concatenate(accs)
+
+
+# ============================================================================ meta-training
+@dataclass
+class TrainState:
+    iteration: int = 0
+    history: list = field(default_factory=list)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Trainer:
+    """Meta-training with checkpoints (atomic, resumable with identical results).
+
+    Args:
+        cfg: hyper-parameters.
+        run_dir: folder for ``ckpt.pt``, ``train.log``, ``weights.npz``.
+        data_dir: Omniglot folder (see :func:`pcmeta.tasks.omniglot.resolve_data_dir`).
+        seed: seeds initialisation, task sampling and quantization noise.
+        checkpoint_every: iterations between checkpoints; eval_every: iterations between validation
+            evaluations (``eval_tasks`` tasks from the split's val part, fixed seed).
+    """
+
+    def __init__(self, cfg: MAMLConfig, run_dir: str | os.PathLike, data_dir=None, seed: int = 0,
+                 device: str = "cpu", checkpoint_every: int = 250, eval_every: int = 500,
+                 eval_tasks: int = 200, log_every: int = 50) -> None:
+        from pcmeta.tasks.omniglot import TaskSampler, class_pool
+
+        self.cfg, self.seed = cfg, seed
+        self.run_dir = Path(run_dir)
+        self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
+        self.eval_tasks, self.log_every = eval_tasks, log_every
+        self.train_pool = class_pool(cfg.split, "train", data_dir)
+        self.val_pool = class_pool(cfg.split, "val", data_dir)
+        self.sampler = TaskSampler(self.train_pool, cfg.n_way, cfg.k_shot, cfg.n_query,
+                                   np.random.default_rng([seed, 1]))
+        self.model = MAML(cfg, seed=seed, device=device)
+        if self.model.substrate is not None and hasattr(self.model.substrate, "seed"):
+            pass
+        self.opt = torch.optim.Adam(list(self.model.params.values()), lr=cfg.meta_lr)
+        self.state = TrainState()
+        self._tracked: list[tuple[float, float]] = []
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "ckpt.pt"
+
+    def checkpoint(self) -> None:
+        sub = self.model.substrate
+        obj = {
+            "config": self.cfg.to_dict(),
+            "seed": self.seed,
+            "iteration": self.state.iteration,
+            "params": {k: v.detach().clone() for k, v in self.model.params.items()},
+            "optimizer": self.opt.state_dict(),
+            "sampler_state": self.sampler.get_state(),
+            "history_json": json.dumps(self.state.history),
+            "tracked_json": json.dumps(self._tracked),
+        }
+        gen = getattr(sub, "generator", None)
+        if isinstance(gen, torch.Generator):
+            obj["substrate_rng"] = gen.get_state()
+        _atomic_torch_save(obj, self.ckpt_path)
+        save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
+
+    def resume(self, path: str | os.PathLike | None = None) -> bool:
+        """Load the last checkpoint (``run_dir/ckpt.pt`` by default); False if there is none."""
+        p = Path(path) if path else self.ckpt_path
+        if not p.is_file():
+            return False
+        ck = torch.load(p, map_location=self.model.device, weights_only=True)
+        stored = MAMLConfig.from_dict(ck["config"])
+        if stored.to_dict() != {**self.cfg.to_dict(), "iterations": stored.iterations}:
+            raise ValueError(f"checkpoint {p} was made with a different config: {ck['config']}")
+        with torch.no_grad():
+            for k, v in ck["params"].items():
+                self.model.params[k].copy_(v)
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sampler.set_state(ck["sampler_state"])
+        self.state.iteration = int(ck["iteration"])
+        self.state.history = json.loads(ck["history_json"])
+        self._tracked = [tuple(t) for t in json.loads(ck["tracked_json"])]
+        gen = getattr(self.model.substrate, "generator", None)
+        if "substrate_rng" in ck and isinstance(gen, torch.Generator):
+            gen.set_state(ck["substrate_rng"])
+        return True
+
+    def step(self) -> tuple[float, float]:
+        """One meta-iteration; returns (query loss, mean query accuracy)."""
+        sx, sy, qx, qy = self.sampler.sample(self.cfg.meta_batch).torch(self.model.device)
+        self.opt.zero_grad(set_to_none=True)
+        loss, acc = self.model.meta_loss(sx, sy, qx, qy)
+        loss.backward()
+        self.opt.step()
+        self.state.iteration += 1
+        return float(loss.detach()), float(acc.detach().mean())
+
+    def validate(self, tasks: int | None = None) -> tuple[float, float]:
+        from pcmeta.tasks.omniglot import TaskSampler
+
+        s = TaskSampler(self.val_pool, self.cfg.n_way, self.cfg.k_shot, self.cfg.n_query,
+                        np.random.default_rng([self.seed, 2]))
+        return mean_ci95(evaluate(self.model, s, tasks or self.eval_tasks))
+
+    def _log(self, line: str) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "train.log", "a") as f:
+            f.write(line + "\n")
+
+    def train(self, iterations: int | None = None, progress: bool = True) -> dict:
+        """Meta-train up to ``iterations`` (default cfg.iterations) total iterations."""
+        total = self.cfg.iterations if iterations is None else iterations
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            import sys
+
+            bar = tqdm(total=total, initial=self.state.iteration, desc="meta-train", unit="it",
+                       dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        t0, it0 = time.time(), self.state.iteration
+        if it0 == 0:
+            self._log(f"# start {time.strftime('%Y-%m-%d %H:%M:%S')} config {json.dumps(self.cfg.to_dict())} "
+                      f"seed {self.seed}")
+        else:
+            self._log(f"# resume at iteration {it0} {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        while self.state.iteration < total:
+            loss, acc = self.step()
+            self._tracked.append((loss, acc))
+            it = self.state.iteration
+            if it % self.log_every == 0 or it == total:
+                L = np.mean([t[0] for t in self._tracked]); A = np.mean([t[1] for t in self._tracked])
+                self._tracked = []
+                rec = {"iteration": it, "loss": float(L), "acc": float(A),
+                       "s_per_it": (time.time() - t0) / max(it - it0, 1)}
+                if self.eval_every and (it % self.eval_every == 0 or it == total):
+                    va, ci = self.validate()
+                    rec.update(val_acc=va, val_ci95=ci)
+                self.state.history.append(rec)
+                self._log(json.dumps(rec))
+                if bar is not None:
+                    post = dict(loss=f"{L:.3f}", acc=f"{A:.3f}")
+                    if "val_acc" in rec:
+                        post["val"] = f"{rec['val_acc']:.3f}"
+                    bar.set_postfix(post)
+            if bar is not None:
+                bar.update(1)
+            if it % self.checkpoint_every == 0 or it == total:
+                self.checkpoint()
+        if bar is not None:
+            bar.close()
+        save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
+        return {"iteration": self.state.iteration, "history": self.state.history}

@@ -1,0 +1,173 @@
+"""CLI of the Omniglot area: ``pcmeta data omniglot``, ``pcmeta omniglot train|eval``, ``pcmeta bench maml``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+PRESET_NAMES = ("paper-5w5s", "paper-5w1s", "classic-5w1s", "classic-20w1s")
+#: Weights shipped as package data; `pcmeta omniglot eval` uses them when no --checkpoint/--weights.
+DEFAULT_WEIGHTS = "paper_5w5s.npz"
+
+
+def register(groups) -> None:
+    p = groups["data"].add_parser("omniglot", help="download the official Omniglot zips (md5-checked)")
+    p.add_argument("--data-dir", help="target folder (default: $PCMETA_DATA_DIR or ~/.cache/pcmeta/omniglot)")
+    p.add_argument("--force", action="store_true", help="download again even if the zips are present")
+    p.set_defaults(func=_data)
+
+    p = groups["omniglot"].add_parser("train", help="meta-train the CNN with MAML (resumable)")
+    p.add_argument("--preset", default="paper-5w5s", help=f"one of {', '.join(PRESET_NAMES)}")
+    p.add_argument("--run-dir", help="output folder (default runs/omniglot-<preset>[-<bits>bit]-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pt")
+    p.add_argument("--iterations", type=int, help="total meta-iterations (default: the preset's)")
+    p.add_argument("--meta-batch", type=int, help="tasks per meta-iteration (default: the preset's)")
+    p.add_argument("--bits", type=int, help="meta-train the SoftwareSubstrate(bits=B) model (4: the paper's "
+                   "4-bit software model, straight-through)")
+    p.add_argument("--first-order", action="store_true", help="first-order MAML")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="Omniglot folder (default: $PCMETA_DATA_DIR or ~/.cache/pcmeta/omniglot)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--checkpoint-every", type=int, default=250, help="iterations between checkpoints")
+    p.add_argument("--eval-every", type=int, default=500, help="iterations between validation evaluations")
+    p.add_argument("--eval-tasks", type=int, default=200, help="tasks per validation evaluation")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.set_defaults(func=_train)
+
+    p = groups["omniglot"].add_parser("eval", help="few-shot accuracy (mean and 95%% CI over tasks)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", metavar="PATH", help="a ckpt.pt written by `pcmeta omniglot train`")
+    src.add_argument("--weights", metavar="PATH", help="weights .npz (the authors' released layout or ours); "
+                     f"default: the shipped {DEFAULT_WEIGHTS}")
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--queries", type=int, default=5, help="query images per class")
+    p.add_argument("--tasks", type=int, default=1000)
+    p.add_argument("--steps", type=int, help="inner SGD steps (default: the model's test steps)")
+    p.add_argument("--split", default="paper", help="paper or classic")
+    p.add_argument("--part", default="test", help="train, val or test part of the split")
+    p.add_argument("--data-dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bits", type=int, help="evaluate through SoftwareSubstrate(bits=B)")
+    p.add_argument("--substrate-path", action="store_true",
+                   help="run every task through the deployed path (substrate.place + arr.matmul)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", metavar="OUT", help="write {accuracy, ci95, tasks, ...} to OUT")
+    p.set_defaults(func=_eval)
+
+    p = groups["bench"].add_parser("maml", help="meta-iterations/s: pcmeta's vectorised MAML vs a per-task loop")
+    p.add_argument("--presets", default="paper-5w5s,classic-5w1s", help="comma-separated presets")
+    p.add_argument("--iterations", type=int, default=5, help="timed iterations per measurement")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", metavar="OUT")
+    p.set_defaults(func=_bench)
+
+
+def _data(args) -> int:
+    from pcmeta.tasks.omniglot import OmniglotDataError, download, load_omniglot
+
+    try:
+        d = download(args.data_dir, force=args.force)
+        for subset in ("background", "evaluation"):
+            data = load_omniglot(subset, d, progress=True)
+            print(f"{subset}: {len(data.alphabets)} alphabets, {data.n_characters} characters, "
+                  f"{data.images.shape[1]} drawings each")
+    except OmniglotDataError as exc:
+        print(f"pcmeta: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Omniglot ready in {d}")
+    return 0
+
+
+def _train(args) -> int:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    from pcmeta.agents.maml import Trainer, preset
+
+    cfg = preset(args.preset, iterations=args.iterations, meta_batch=args.meta_batch, bits=args.bits,
+                 first_order=True if args.first_order else None)
+    name = f"omniglot-{args.preset}" + (f"-{args.bits}bit" if args.bits else "") + f"-s{args.seed}"
+    run_dir = Path(args.run_dir or Path("runs") / name)
+    tr = Trainer(cfg, run_dir, args.data_dir, seed=args.seed, device=args.device,
+                 checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_tasks=args.eval_tasks)
+    if args.resume:
+        if tr.resume():
+            print(f"resumed {run_dir} at iteration {tr.state.iteration}")
+        else:
+            print(f"no checkpoint in {run_dir}; starting from scratch")
+    elif tr.ckpt_path.exists():
+        raise ValueError(f"{tr.ckpt_path} exists: pass --resume to continue it or --run-dir for a new run")
+    out = tr.train(progress=not args.no_progress)
+    last = out["history"][-1] if out["history"] else {}
+    print(f"done: {out['iteration']} iterations; last: {json.dumps(last)}")
+    print(f"weights: {run_dir / 'weights.npz'}   checkpoint: {tr.ckpt_path}")
+    return 0
+
+
+def _load_model(args):
+    import torch
+
+    from pcmeta.agents.maml import MAML, WEIGHTS_DIR, MAMLConfig
+
+    if args.checkpoint:
+        path = Path(args.checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = MAMLConfig.from_dict(ck["config"])
+        return MAML(cfg, ck["params"], device=args.device), str(path)
+    path = Path(args.weights) if args.weights else WEIGHTS_DIR / DEFAULT_WEIGHTS
+    return MAML.from_weights(path, device=args.device), str(path)
+
+
+def _eval(args) -> int:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from pcmeta.agents.maml import MAML, evaluate, mean_ci95
+    from pcmeta.tasks.omniglot import TaskSampler, class_pool
+
+    model, src = _load_model(args)
+    if args.ways != model.cfg.n_way:
+        raise ValueError(f"--ways {args.ways} does not match the {model.cfg.n_way}-way readout of {src}")
+    if args.tasks < 1:
+        raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
+    if args.bits is not None:
+        from pcmeta.hardware import SoftwareSubstrate
+
+        model = MAML(model.cfg, {k: v.detach() for k, v in model.params.items()},
+                     substrate=SoftwareSubstrate(bits=args.bits), device=args.device)
+    pool = class_pool(args.split, args.part, args.data_dir)
+    sampler = TaskSampler(pool, args.ways, args.shots, args.queries, np.random.default_rng(args.seed))
+    deployed = None
+    if args.substrate_path:
+        from pcmeta.hardware import SoftwareSubstrate
+
+        deployed = model.deploy(SoftwareSubstrate(bits=args.bits))
+    steps = model.cfg.test_steps if args.steps is None else args.steps
+    acc = evaluate(model, sampler, args.tasks, steps, progress=True, deployed=deployed)
+    m, ci = mean_ci95(acc)
+    rows = [("weights", src), ("split/part", f"{args.split}/{args.part}"),
+            ("task", f"{args.ways}-way {args.shots}-shot, {args.queries} queries/class"),
+            ("inner steps", f"{steps} x lr {model.cfg.inner_lr} ({model.cfg.adapt})"),
+            ("tasks", str(args.tasks)), ("accuracy", f"{100 * m:.2f} % +- {100 * ci:.2f} % (95% CI)")]
+    w = max(len(r[0]) for r in rows)
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+    if args.json:
+        out = {"accuracy": m, "ci95": ci, "tasks": int(args.tasks), "ways": args.ways, "shots": args.shots,
+               "queries": args.queries, "steps": steps, "split": args.split, "part": args.part,
+               "seed": args.seed, "weights": src}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def _bench(args) -> int:
+    from pcmeta.agents.maml_bench import run_bench_maml
+
+    return run_bench_maml([p.strip() for p in args.presets.split(",") if p.strip()], args.iterations,
+                          args.threads, args.json)
