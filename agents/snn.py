@@ -503,16 +503,20 @@ class EpropLearner:
         W_in, W_rec, W_out: initial weights (tensors or arrays, (pre, post)).
         digital_readout: keep W_out as a plain tensor instead of placing it on the substrate.
         prefix: name prefix of the arrays on the substrate.
+        clip: if given, the initial weights are clipped to [-clip, clip] before placement (the authors' PCM
+            model clips to [-1, 1]); None places them unchanged.
     """
 
     def __init__(self, substrate: Any, W_in: Any, W_rec: Any, W_out: Any, *, digital_readout: bool = False,
-                 prefix: str = "learner", dtype=torch.float32):
+                 prefix: str = "learner", dtype=torch.float32, clip: float | None = None):
         self.substrate = substrate
         self.dtype = dtype
         self.prefix = prefix
         self.digital_readout = digital_readout
         t = lambda W: torch.as_tensor(np.asarray(W) if not torch.is_tensor(W) else W.detach(), dtype=dtype)  # noqa
         self._init = {"W_in": t(W_in), "W_rec": _no_diag(t(W_rec)), "W_out": t(W_out)}
+        if clip is not None:
+            self._init = {k: v.clamp(-clip, clip) for k, v in self._init.items()}
         if self._init["W_in"].shape != (LEARNER.n_in, LEARNER.n_rec):
             raise ValueError(f"W_in must be ({LEARNER.n_in}, {LEARNER.n_rec}), got {tuple(self._init['W_in'].shape)}")
         if self._init["W_out"].shape != (LEARNER.n_rec, LEARNER.n_out):
@@ -570,6 +574,7 @@ def evaluate(
     substrate_factory: Callable[[], Any] | None = None,
     digital_readout: bool = False,
     settle_s: float = 0.0,
+    clip: float | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """One-shot learning on every target (demonstration, update, test); per-task errors before/after.
@@ -581,8 +586,11 @@ def evaluate(
         update_transform: optional map applied to dW_in and dW_rec before they are added (e.g. rounding to
             the 1/16 grid); float path only.
         substrate_factory: when given, each task runs on a fresh :class:`EpropLearner` on
-            ``substrate_factory()`` (one task at a time), with ``settle_s`` seconds of simulated time passing
-            between programming and the demonstration trial and again before the test trial.
+            ``substrate_factory()`` (one task at a time): the initial weights are programmed at time 0,
+            ``settle_s`` seconds of simulated time pass (drift), then the demonstration trial runs, the update
+            is written (changed devices re-programmed) and the test trial follows immediately.
+        digital_readout: keep the fixed readout W_out off the substrate (substrate path only).
+        clip: clip the learner's initial weights to [-clip, clip] before placing them (substrate path only).
         progress: show a tqdm bar.
 
     Returns:
@@ -605,13 +613,12 @@ def evaluate(
             if substrate_factory is not None:
                 sub = substrate_factory()
                 learner = EpropLearner(sub, params["W_in_trainee"], params["W_rec_trainee"],
-                                       params["W_out_trainee"], digital_readout=digital_readout, dtype=dtype)
+                                       params["W_out_trainee"], digital_readout=digital_readout, dtype=dtype,
+                                       clip=clip)
                 if settle_s:
                     sub.elapse(settle_s)
                 ep = one_shot_episode(params, clock, x_lsg, eta=eta, learner=learner, test=False)
                 learner.update(ep["dW_in"][0], ep["dW_rec"][0])
-                if settle_s:
-                    sub.elapse(settle_s)
                 ep["omega_after"] = learner.trial(clock).y
             else:
                 ep = one_shot_episode(params, clock, x_lsg, eta=eta, test=update_transform is None)

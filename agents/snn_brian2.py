@@ -47,7 +47,7 @@ import numpy as np
 
 from pcmeta.agents.snn import ETA, LEARNER, LSG, SNNConfig
 
-__all__ = ["Brian2OneShot", "brian2_episode_numpy"]
+__all__ = ["Brian2OneShot", "evaluate_brian2"]
 
 _NEURON_VARS = """
 v : 1
@@ -269,13 +269,14 @@ class Brian2OneShot:
             raise ValueError(f"{name} must have shape ({self.T}, {n}) of 0/1 spikes, got {np.shape(x)}")
 
     def episode(self, x_lsg: np.ndarray, clock: np.ndarray, substrate: Any = None,
-                digital_readout: bool = False) -> dict[str, Any]:
+                digital_readout: bool = False, settle_s: float = 0.0, clip: float | None = None) -> dict[str, Any]:
         """Demonstration (with LSG) -> one update -> test, for one task.
 
         Without ``substrate`` the update is added in float64. With a substrate, the learning network's W_in /
-        W_rec (and W_out unless ``digital_readout``) are placed on it, read before each trial, the update is
-        written with ``update()`` and read back for the test trial. Returns omega_before, omega_after (T, 2),
-        dW_in, dW_rec, L and timings (s).
+        W_rec (and W_out unless ``digital_readout``) are placed on it (clipped to [-clip, clip] first if
+        ``clip``), ``settle_s`` seconds of simulated time pass, the weights are read for the demonstration
+        trial, the update is written with ``update()`` and the weights read back for the test trial.
+        Returns omega_before, omega_after (T, 2), dW_in, dW_rec, L and timings (s).
         """
         P = self.params
         t0 = time.perf_counter()
@@ -284,10 +285,13 @@ class Brian2OneShot:
             t1 = time.perf_counter()
             after = self.test(clock, P["W_in_trainee"] + demo["dW_in"], P["W_rec_trainee"] + demo["dW_rec"])
         else:
-            arrays = {"W_in": substrate.place("brian2.W_in", P["W_in_trainee"].copy()),
-                      "W_rec": substrate.place("brian2.W_rec", P["W_rec_trainee"] * (1 - np.eye(LEARNER.n_rec)))}
+            c = (lambda W: np.clip(W, -clip, clip)) if clip is not None else (lambda W: W.copy())  # noqa: E731
+            arrays = {"W_in": substrate.place("brian2.W_in", c(P["W_in_trainee"])),
+                      "W_rec": substrate.place("brian2.W_rec", c(P["W_rec_trainee"] * (1 - np.eye(LEARNER.n_rec))))}
             if not digital_readout:
-                arrays["W_out"] = substrate.place("brian2.W_out", P["W_out_trainee"].copy())
+                arrays["W_out"] = substrate.place("brian2.W_out", c(P["W_out_trainee"]))
+            if settle_s:
+                substrate.elapse(settle_s)
             rd = lambda k: np.asarray(arrays[k].read(), dtype=np.float64)  # noqa: E731
             w_out = lambda: rd("W_out") if not digital_readout else P["W_out_trainee"]  # noqa: E731
             demo = self.demonstration(x_lsg, clock, rd("W_in"), rd("W_rec"), w_out())
@@ -306,7 +310,48 @@ class Brian2OneShot:
         return demo
 
 
-def brian2_episode_numpy(*args, **kwargs):  # pragma: no cover - convenience alias
-    """Alias of ``Brian2OneShot(...).episode`` for a single task (builds the networks each call)."""
-    params, x_lsg, clock = args[:3]
-    return Brian2OneShot(params, T=np.shape(clock)[0], **kwargs).episode(x_lsg, clock)
+def evaluate_brian2(
+    params: Mapping[str, Any],
+    targets: Any,
+    *,
+    target: str = "numpy",
+    substrate_factory: Any = None,
+    digital_readout: bool = False,
+    settle_s: float = 0.0,
+    clip: float | None = None,
+    progress: bool = False,
+    net: "Brian2OneShot | None" = None,
+) -> dict[str, Any]:
+    """:func:`pcmeta.agents.snn.evaluate` in brian2: one task after the other on one network.
+
+    Returns the same per-task arrays (mse_omega_before/after, mse_xyz_before/after, loss_before/after) plus
+    ``codegen_s`` (first run, includes code generation), ``build_s`` and ``episode_s`` (per-task wall times
+    after the first task).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from pcmeta.agents.snn import arm_losses, episode_inputs
+
+    if net is None:
+        net = Brian2OneShot(params, T=targets.omega.shape[1], target=target)
+    keys = ("mse_omega_before", "mse_omega_after", "mse_xyz_before", "mse_xyz_after", "loss_before", "loss_after")
+    res: dict[str, list] = {k: [] for k in keys}
+    times = []
+    for k in tqdm(range(len(targets)), disable=not progress, desc="brian2 episodes", unit="task"):
+        tg = targets[k]
+        clock, x_lsg = episode_inputs(tg, dtype=torch.float64)
+        sub = substrate_factory() if substrate_factory is not None else None
+        t0 = time.perf_counter()
+        ep = net.episode(x_lsg[0].numpy(), clock.numpy(), substrate=sub, digital_readout=digital_readout,
+                         settle_s=settle_s, clip=clip)
+        times.append(time.perf_counter() - t0)
+        for tag in ("before", "after"):
+            m = arm_losses(torch.from_numpy(ep[f"omega_{tag}"])[None], tg)
+            for name in ("mse_omega", "mse_xyz", "loss"):
+                res[f"{name}_{tag}"].append(float(m[name][0]))
+    out: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in res.items()}
+    out["codegen_s"] = net.codegen_s
+    out["build_s"] = net.build_s
+    out["episode_s"] = np.asarray(times[1:] if len(times) > 1 else times)
+    return out

@@ -17,6 +17,7 @@ from typing import Sequence
 AREAS = [
     "pcmeta.demos.cli_hardware",
     "pcmeta.demos.cli_arm",
+    "pcmeta.demos.cli_snn",
     "pcmeta.demos.cli_omniglot",
 ]
 

@@ -1,0 +1,211 @@
+"""CLI of the spiking learner: ``pcmeta arm eval`` and ``pcmeta bench snn``.
+
+Registration is cheap; torch / brian2 are imported inside the handlers.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "day": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """'1min', '1d', '620s', '2.5h', '0' -> seconds (float). ValueError on anything else."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*", str(text).lower())
+    if not m or (m.group(2) and m.group(2) not in _UNITS):
+        raise ValueError(f"--time must be a duration like 1min, 1d, 620s, 2h (units {sorted(_UNITS)}), got {text!r}")
+    return float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1.0)
+
+
+def register(groups) -> None:
+    p = groups["arm"].add_parser(
+        "eval", help="one-shot learning of new arm targets with natural e-prop: MSEs before/after the update",
+        description="Demonstration trial -> LSG learning signals -> ONE e-prop update -> test trial, on N new "
+                    "random targets; prints a table of MSE omega / MSE xyz (mean +- SEM) and loss.")
+    p.add_argument("--weights", metavar="PATH.npz", default=None,
+                   help="weights in the released layout (default: the authors' ../shared/reference/"
+                        "authors_arm_natural_eprop.npz beside the repository)")
+    p.add_argument("--tasks", type=int, default=100, help="number of new targets (default 100)")
+    p.add_argument("--substrate", choices=["software", "pcm"], default="software",
+                   help="where the learning network's weights live (default software: exact float)")
+    p.add_argument("--time", default="1min",
+                   help="simulated time between programming and the demonstration (PCM drift), e.g. 1min, 1d, "
+                        "620s (default 1min; no effect on software)")
+    p.add_argument("--engine", choices=["torch", "brian2"], default="torch")
+    p.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy",
+                   help="brian2 code generation target (default numpy; cython compiles once, then is cached)")
+    p.add_argument("--round-update", action="store_true",
+                   help="software only: round the update to multiples of 1/16 (the PCM update grid)")
+    p.add_argument("--digital-readout", action="store_true", help="pcm: keep the fixed readout W_out digital")
+    p.add_argument("--no-clip", action="store_true",
+                   help="pcm: do not clip the initial weights to [-1, 1] (the authors' PCM model clips); "
+                        "uses per-array w_max = max|W| instead")
+    p.add_argument("--float64", action="store_true", help="torch engine: simulate in float64 (default float32)")
+    p.add_argument("--batch-size", type=int, default=100, help="torch engine: tasks simulated together")
+    p.add_argument("--robot", default="scorbot", choices=["scorbot"],
+                   help="arm (the released weights were trained on the Scorbot)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the targets and of the PCM substrate")
+    p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT")
+    p.set_defaults(func=_arm_eval)
+
+    b = groups["bench"].add_parser(
+        "snn", help="wall time of one one-shot episode in torch and brian2, meta-training iterations/s",
+        description="Times one one-shot episode (demonstration, LSG, update, test) in torch and in brian2 "
+                    "(after code generation), and torch meta-training (forward + BPTT backward) at a batch.")
+    b.add_argument("--weights", metavar="PATH.npz", default=None)
+    b.add_argument("--episodes", type=int, default=5, help="episodes timed per engine (default 5)")
+    b.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy")
+    b.add_argument("--train-batch", type=int, default=90, help="meta-training batch (default 90)")
+    b.add_argument("--train-iters", type=int, default=1, help="meta-training iterations timed (default 1)")
+    b.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    b.add_argument("--json", metavar="OUT")
+    b.set_defaults(func=_bench_snn)
+
+
+def _pcm_factory(args, clip: bool):
+    from pcmeta.hardware import PCMConfig, PCMSubstrate
+
+    # The authors' arm PCM model (SPEC section 2): weights in [-1, 1] on g_max = 25 uS, update rounded to
+    # multiples of 1/16 (round half to even), programming noise, drift (no compensation), read noise on
+    # every MVM; no DAC/ADC or output noise in their model.
+    cfg = PCMConfig(w_max=1.0 if clip else None, weight_bits=None, update_grid=1.0 / 16, update_rounding="nearest",
+                    update_base="drifted", dac_bits=None, adc_bits=None, out_noise=0.0, read_noise="per_mvm",
+                    drift_compensation="none", seed=args.seed)
+    counter = {"k": 0}
+
+    def make():
+        counter["k"] += 1
+        return PCMSubstrate(cfg.replace(seed=args.seed * 100003 + counter["k"]))
+
+    return make
+
+
+def _arm_eval(args) -> int:
+    import numpy as np
+    import torch
+
+    from pcmeta.agents import snn
+    from pcmeta.tasks import trajectories as traj
+
+    if args.tasks < 1:
+        raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
+    settle = parse_duration(args.time)
+    torch.set_num_threads(1)
+    dtype = torch.float64 if (args.float64 or args.engine == "brian2") else torch.float32
+    params = snn.load_weights(args.weights, dtype=dtype)
+    targets = traj.sample_targets(args.tasks, robot=args.robot, rng=np.random.default_rng(args.seed))
+    clip = None if (args.substrate == "software" or args.no_clip) else 1.0
+    factory = _pcm_factory(args, clip is not None) if args.substrate == "pcm" else None
+    if args.round_update and args.substrate != "software":
+        raise ValueError("--round-update applies to --substrate software (PCM rounds its updates itself)")
+    t0 = time.perf_counter()
+    if args.engine == "torch":
+        res = snn.evaluate(params, targets, batch_size=args.batch_size,
+                           update_transform=snn.round_to_grid if args.round_update else None,
+                           substrate_factory=factory, digital_readout=args.digital_readout, settle_s=settle,
+                           clip=clip, progress=True)
+    else:
+        if args.round_update:
+            raise ValueError("--round-update is implemented for --engine torch only")
+        from pcmeta.agents.snn_brian2 import evaluate_brian2
+
+        res = evaluate_brian2(params, targets, target=args.brian2_target, substrate_factory=factory,
+                              digital_readout=args.digital_readout, settle_s=settle, clip=clip, progress=True)
+    wall = time.perf_counter() - t0
+    stats = {k: snn.summarize(res[k]) for k in ("mse_omega_before", "mse_omega_after", "mse_xyz_before",
+                                                 "mse_xyz_after", "loss_before", "loss_after")}
+    cond = args.substrate + (f" (t = {args.time})" if args.substrate == "pcm" else "")
+    if args.round_update:
+        cond += ", update rounded to 1/16"
+    print(f"one-shot arm learning, {args.tasks} new targets, engine {args.engine}, substrate {cond}, "
+          f"seed {args.seed}")
+    print(f"{'':<14}{'before':>22}{'after':>22}")
+    for name, unit in (("mse_omega", "(rad/s)^2"), ("mse_xyz", "m^2"), ("loss", "")):
+        b, a = stats[f"{name}_before"], stats[f"{name}_after"]
+        print(f"{name:<14}{b[0]:>12.4f} +- {b[1]:<7.4f}{a[0]:>12.4f} +- {a[1]:<7.4f} {unit}")
+    print(f"wall time {wall:.1f} s ({wall / args.tasks:.3f} s per task)")
+    out = {"mse_omega_before": stats["mse_omega_before"][0], "mse_omega_after": stats["mse_omega_after"][0],
+           "mse_xyz_before": stats["mse_xyz_before"][0], "mse_xyz_after": stats["mse_xyz_after"][0],
+           "loss_after": stats["loss_after"][0], "tasks": args.tasks,
+           "sem": {k: v[1] for k, v in stats.items()}, "loss_before": stats["loss_before"][0],
+           "engine": args.engine, "substrate": args.substrate, "time_s": settle if args.substrate == "pcm" else None,
+           "round_update": bool(args.round_update), "seed": args.seed,
+           "weights": str(args.weights or snn.default_weights_path()), "wall_s": wall}
+    if args.engine == "brian2":
+        out["brian2_codegen_s"] = res.get("codegen_s")
+        out["brian2_episode_s"] = float(np.mean(res["episode_s"]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_snn(args) -> int:
+    import numpy as np
+    import torch
+
+    from pcmeta.agents import snn
+    from pcmeta.agents.snn_brian2 import Brian2OneShot
+    from pcmeta.tasks import trajectories as traj
+
+    torch.set_num_threads(args.threads)
+    figs: dict = {}
+    p32 = snn.load_weights(args.weights)
+    targets = traj.sample_targets(args.episodes, rng=0)
+    clock, x_lsg = snn.episode_inputs(targets)
+    with torch.no_grad():
+        snn.one_shot_episode(p32, clock, x_lsg[:1])  # warm-up
+        ts = []
+        for k in range(args.episodes):
+            t0 = time.perf_counter()
+            snn.one_shot_episode(p32, clock, x_lsg[k:k + 1])
+            ts.append(time.perf_counter() - t0)
+    figs["torch_episode_s"] = float(np.median(ts))
+    print(f"torch  one-shot episode (float32, 1 task):        {figs['torch_episode_s']:.3f} s (median of {len(ts)})")
+
+    p64 = snn.load_weights(args.weights, dtype=torch.float64)
+    t0 = time.perf_counter()
+    net = Brian2OneShot(p64, target=args.brian2_target)
+    figs["brian2_build_s"] = time.perf_counter() - t0
+    c64, x64 = clock.double().numpy(), x_lsg.double().numpy()
+    net.episode(x64[0], c64)
+    figs["brian2_first_episode_s"] = net.codegen_s
+    ts = []
+    for k in range(args.episodes):
+        t0 = time.perf_counter()
+        net.episode(x64[k], c64)
+        ts.append(time.perf_counter() - t0)
+    figs["brian2_episode_s"] = float(np.median(ts))
+    print(f"brian2 network build:                             {figs['brian2_build_s']:.2f} s")
+    print(f"brian2 first trial (includes code generation):    {figs['brian2_first_episode_s']:.2f} s "
+          f"(target {args.brian2_target})")
+    print(f"brian2 one-shot episode after code generation:    {figs['brian2_episode_s']:.3f} s (median of {len(ts)})")
+
+    params = {k: v.clone().requires_grad_(True) for k, v in p32.items()}
+    tg = traj.sample_targets(args.train_batch, rng=1)
+    ts = []
+    for _ in range(args.train_iters):
+        t0 = time.perf_counter()
+        loss, _ = snn.meta_loss(params, tg)
+        loss.backward()
+        ts.append(time.perf_counter() - t0)
+    figs["train_iter_s"] = float(np.median(ts))
+    figs["train_iters_per_s"] = 1.0 / figs["train_iter_s"]
+    figs["train_batch"] = args.train_batch
+    print(f"torch meta-training (batch {args.train_batch}, forward + BPTT):   {figs['train_iters_per_s']:.4f} it/s "
+          f"({figs['train_iter_s']:.1f} s per iteration, {args.threads} thread(s))")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figs, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from pcmeta.demos.cli import main
+
+    sys.exit(main())
