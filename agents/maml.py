@@ -520,9 +520,10 @@ class MAML:
                                steps, True, self.transform)
         return acc.detach()
 
-    def deploy(self, substrate) -> "DeployedCNN":
-        """Place the weight matrices on ``substrate`` (conv layers as im2col matrices, the readout)."""
-        return DeployedCNN(self.cfg, {k: v.detach() for k, v in self.params.items()}, substrate)
+    def deploy(self, substrate, prefix: str = "") -> "DeployedCNN":
+        """Place the weight matrices on ``substrate`` (conv layers as im2col matrices, the readout),
+        named ``prefix + "conv1"`` ... ``prefix + "readout"``."""
+        return DeployedCNN(self.cfg, {k: v.detach() for k, v in self.params.items()}, substrate, prefix)
 
 
 # ============================================================================ deployment
@@ -538,15 +539,19 @@ class DeployedCNN:
     query image).
     """
 
-    def __init__(self, cfg: MAMLConfig, params: dict, substrate) -> None:
-        self.cfg, self.substrate = cfg, substrate
+    def __init__(self, cfg: MAMLConfig, params: dict, substrate, prefix: str = "") -> None:
+        self.cfg, self.substrate, self.prefix = cfg, substrate, prefix
         self.params = {k: v.detach().clone() for k, v in params.items()}
-        self.arrays = {k: substrate.place(k, self.params[k]) for k in CONV_KEYS}
+        self.arrays = {k: substrate.place(prefix + k, self.params[k]) for k in CONV_KEYS}
+        self.head = None
         self.reset_head()
 
     def reset_head(self) -> None:
         """(Re)place the readout and its bias at the meta-learned initial values."""
-        self.head = self.substrate.place("readout", self.params["readout"].clone())
+        name = self.prefix + "readout"
+        if self.head is not None and name in self.substrate:
+            self.substrate.remove(name)
+        self.head = self.substrate.place(name, self.params["readout"].clone())
         self.bias = self.params.get("readout_bias", None)
         if self.bias is not None:
             self.bias = self.bias.clone()

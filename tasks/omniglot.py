@@ -494,12 +494,41 @@ class TaskSampler:
         rng, pool = self.rng, self.pool
         classes = np.stack([rng.choice(pool.n_classes, N, replace=False) for _ in range(B)])
         drawings = np.argsort(rng.random((B, N, N_DRAWINGS)), axis=-1)[..., :K + Q]
-        if pool.rotation == "classes":
-            chars, rot = classes // 4, classes % 4
+        if pool.rotation == "augment":
+            rot = rng.integers(0, 4, size=(B, N))
+        elif pool.rotation == "classes":
+            rot = classes % 4
         else:
-            chars = classes
-            rot = rng.integers(0, 4, size=(B, N)) if pool.rotation == "augment" else np.zeros((B, N), int)
-        x = pool.images[chars[:, :, None], drawings]  # (B, N, K+Q, 28, 28)
+            rot = np.zeros((B, N), np.int64)
+        return self.build(classes, rot * 90, drawings)
+
+    def build(self, classes, rotations, drawings) -> TaskBatch:
+        """The images of tasks given by their description.
+
+        Args:
+            classes: (B, N) pool class indices (distinct within a task).
+            rotations: (B, N) degrees, multiples of 90 (for a ``"classes"`` pool: must be 90 * (class % 4)).
+            drawings: (B, N, K+Q) drawing indices in 0..19, distinct within a class; first K support.
+        """
+        classes = np.asarray(classes, np.int64)
+        rotations = np.asarray(rotations, np.int64)
+        drawings = np.asarray(drawings, np.int64)
+        if classes.ndim == 1:
+            classes, rotations, drawings = classes[None], rotations[None], drawings[None]
+        B, N = classes.shape
+        K, Q = self.k_shot, self.n_query
+        if N != self.n_way or drawings.shape != (B, N, K + Q) or rotations.shape != (B, N):
+            raise ValueError(f"task description does not fit a {self.n_way}-way {K}-shot {Q}-query task: "
+                             f"classes {classes.shape}, rotations {rotations.shape}, drawings {drawings.shape}")
+        if classes.min() < 0 or classes.max() >= self.pool.n_classes:
+            raise ValueError(f"class indices must be in [0, {self.pool.n_classes})")
+        if drawings.min() < 0 or drawings.max() >= N_DRAWINGS:
+            raise ValueError(f"drawing indices must be in [0, {N_DRAWINGS})")
+        if np.any(rotations % 90):
+            raise ValueError("rotations must be multiples of 90 degrees")
+        rot = (rotations // 90) % 4
+        chars = classes // 4 if self.pool.rotation == "classes" else classes
+        x = self.pool.images[chars[:, :, None], drawings]  # (B, N, K+Q, 28, 28)
         if rot.any():
             x = _rotate_groups(x, rot)
         sx = x[:, :, :K].reshape(B, N * K, 1, IMAGE_SIZE, IMAGE_SIZE)
@@ -507,7 +536,7 @@ class TaskSampler:
         sy = np.broadcast_to(np.repeat(np.arange(N), K), (B, N * K)).astype(np.int64)
         qy = np.broadcast_to(np.repeat(np.arange(N), Q), (B, N * Q)).astype(np.int64)
         return TaskBatch(np.ascontiguousarray(sx), sy.copy(), np.ascontiguousarray(qx), qy.copy(),
-                         classes, (rot * 90).astype(np.int64), drawings)
+                         classes, rot * 90, drawings)
 
     # reproducible state for checkpoints
     def get_state(self) -> str:
