@@ -481,9 +481,10 @@ def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, e
     reg = (rate_regularization(ep["z_lsg"], LSG) + rate_regularization(ep["z_demo"], LEARNER)
            + rate_regularization(ep["z_test"], LEARNER))
     loss = task["loss"].mean() + reg
-    figs = {"loss": float(task["loss"].mean()), "mse_omega": float(task["mse_omega"].mean()),
-            "mse_xyz": float(task["mse_xyz"].mean()), "reg": float(reg),
-            "rate_lsg_hz": float(ep["z_lsg"].mean()) * 1e3, "rate_learner_hz": float(ep["z_test"].mean()) * 1e3}
+    with torch.no_grad():
+        figs = {"loss": float(task["loss"].mean()), "mse_omega": float(task["mse_omega"].mean()),
+                "mse_xyz": float(task["mse_xyz"].mean()), "reg": float(reg),
+                "rate_lsg_hz": float(ep["z_lsg"].mean()) * 1e3, "rate_learner_hz": float(ep["z_test"].mean()) * 1e3}
     return loss, figs
 
 

@@ -1,0 +1,223 @@
+"""Tests of the torch spiking learner (pcmeta.agents.snn): dynamics vs a slow reference, the e-prop update,
+surrogate gradients, the substrate-deployed learner, the released weights' one-shot learning, the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pcmeta.agents import snn
+from pcmeta.tasks import trajectories as traj
+
+TINY = snn.SNNConfig(n_in=3, n_rec=7, n_out=2, n_alif=3, v_th=0.5, tau_a=30.0, beta=0.8)
+
+
+def _tiny_net(seed: int, T: int = 60):
+    g = np.random.default_rng(seed)
+    x = (g.random((T, TINY.n_in)) < 0.3).astype(np.float64)
+    W_in = g.normal(0.0, 0.8, (TINY.n_in, TINY.n_rec))
+    W_rec = g.normal(0.0, 0.5, (TINY.n_rec, TINY.n_rec))
+    W_out = g.normal(0.0, 0.5, (TINY.n_rec, TINY.n_out))
+    return x, W_in, W_rec, W_out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_run_snn_matches_neuron_by_neuron_reference(seed):
+    x, W_in, W_rec, W_out = _tiny_net(seed)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    rec = snn.run_snn(TINY, t(x), t(W_in), t(W_rec), t(W_out), record_psi=True, record_v=True)
+    state = {k: np.zeros(TINY.n_rec) for k in ("v", "z", "r", "b")}
+    zs, vs, psis, As = [], [], [], []
+    for k in range(x.shape[0]):
+        state = snn.reference_step(TINY, state, x[k], W_in, W_rec)
+        zs.append(state["z"]), vs.append(state["v"]), psis.append(state["psi"]), As.append(state["A"])
+    Z = np.array(zs)
+    assert Z.sum() > 10, "the tiny net must spike for the test to mean anything"
+    assert np.array_equal(rec.z[0].numpy(), Z)
+    np.testing.assert_allclose(rec.v[0].numpy(), np.array(vs), atol=1e-12)
+    np.testing.assert_allclose(rec.psi[0].numpy(), np.array(psis), atol=1e-12)
+    np.testing.assert_allclose(rec.A[0].numpy(), np.array(As), atol=1e-12)
+    # readout: y_t = kappa y_{t-1} + z_t W_out
+    y = np.zeros(TINY.n_out)
+    ys = []
+    for k in range(Z.shape[0]):
+        y = TINY.kappa * y + Z[k] @ W_out
+        ys.append(y)
+    np.testing.assert_allclose(rec.y[0].numpy(), np.array(ys), atol=1e-12)
+
+
+def test_refractory_period_is_four_silent_steps():
+    # one neuron driven hard every step: spikes at t = 0, 5, 10, ... (4 silent steps after each spike)
+    cfg = snn.SNNConfig(n_in=1, n_rec=1, n_out=1, v_th=0.5)
+    x = torch.ones(30, 1, dtype=torch.float64)
+    rec = snn.run_snn(cfg, x, torch.full((1, 1), 10.0, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
+    assert torch.nonzero(rec.z[0, :, 0]).ravel().tolist() == list(range(0, 30, 5))
+
+
+def test_self_connections_are_ignored():
+    x, W_in, W_rec, W_out = _tiny_net(3)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    W2 = W_rec.copy()
+    np.fill_diagonal(W2, 5.0)
+    a = snn.run_snn(TINY, t(x), t(W_in), t(W_rec), t(W_out))
+    b = snn.run_snn(TINY, t(x), t(W_in), t(W2), t(W_out))
+    assert torch.equal(a.z, b.z) and torch.equal(a.y, b.y)
+
+
+def test_batched_per_task_weights_match_single_runs():
+    x, W_in, W_rec, W_out = _tiny_net(4)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    W_in_b = t(W_in) + 0.3 * torch.randn(3, *W_in.shape, generator=g, dtype=torch.float64)
+    W_rec_b = t(W_rec) + 0.3 * torch.randn(3, *W_rec.shape, generator=g, dtype=torch.float64)
+    rb = snn.run_snn(TINY, t(x), W_in_b, W_rec_b, t(W_out), record_psi=True)
+    for k in range(3):
+        r1 = snn.run_snn(TINY, t(x), W_in_b[k], W_rec_b[k], t(W_out), record_psi=True)
+        assert torch.equal(rb.z[k], r1.z[0])
+        torch.testing.assert_close(rb.y[k], r1.y[0])
+
+
+def test_eprop_update_equals_per_synapse_sum():
+    x, W_in, W_rec, W_out = _tiny_net(5)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    rec = snn.run_snn(TINY, t(x), t(W_in), t(W_rec), record_psi=True)
+    L = torch.randn(1, x.shape[0], TINY.n_rec, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    dW_in, dW_rec = snn.eprop_update(t(x), rec.z, rec.psi, L, TINY.alpha, eta=0.1)
+    z, psi, Ln = rec.z[0].numpy(), rec.psi[0].numpy(), L[0].numpy()
+    T = x.shape[0]
+    e_in = np.zeros(TINY.n_in)
+    e_rec = np.zeros(TINY.n_rec)
+    ref_in = np.zeros((TINY.n_in, TINY.n_rec))
+    ref_rec = np.zeros((TINY.n_rec, TINY.n_rec))
+    for k in range(T):
+        e_in = TINY.alpha * e_in + x[k]
+        e_rec = TINY.alpha * e_rec + (z[k - 1] if k > 0 else 0.0)
+        ref_in += np.outer(e_in, psi[k] * Ln[k])
+        ref_rec += np.outer(e_rec, psi[k] * Ln[k])
+    np.fill_diagonal(ref_rec, 0.0)
+    np.testing.assert_allclose(dW_in[0].numpy(), -0.1 * ref_in, atol=1e-12)
+    np.testing.assert_allclose(dW_rec[0].numpy(), -0.1 * ref_rec, atol=1e-12)
+    assert np.abs(ref_in).sum() > 0
+
+
+def test_surrogate_gradient_is_the_pseudo_derivative():
+    v = torch.tensor([0.0, 0.3, 0.6, 0.9, 1.5, -0.2], dtype=torch.float64, requires_grad=True)
+    z = snn.spike_fn(v, 0.6, 0.6, 0.3)
+    z.sum().backward()
+    expect = (0.3 / 0.6) * torch.clamp(1 - (v.detach() - 0.6).abs() / 0.6, min=0)
+    torch.testing.assert_close(v.grad, expect)
+    assert z.tolist() == [0, 0, 0, 1, 1, 0]
+
+
+def test_load_weights_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--weights"):
+        snn.load_weights(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, W_in_lsg=np.zeros((53, 800)))
+    with pytest.raises(ValueError, match="lacks the keys"):
+        snn.load_weights(bad)
+
+
+@pytest.fixture(scope="module")
+def released(reference_dir):
+    return snn.load_weights(reference_dir / "authors_arm_natural_eprop.npz")
+
+
+def test_released_weights_learn_in_one_shot(released):
+    targets = traj.sample_targets(24, rng=2024)
+    res = snn.evaluate(released, targets, batch_size=24)
+    before, after = res["mse_omega_before"].mean(), res["mse_omega_after"].mean()
+    # SPEC: 0.49 -> 0.0097 (omega), 0.166 -> 0.0158 (xyz) on 500 targets; 24 targets are noisy
+    assert 0.25 < before < 0.9
+    assert after < 0.03 and after < 0.1 * before
+    assert res["mse_xyz_after"].mean() < 0.05
+    # learning rate 0 gives no change
+    res0 = snn.evaluate(released, targets[:4], batch_size=4, eta=0.0)
+    np.testing.assert_allclose(res0["mse_omega_after"], res0["mse_omega_before"], rtol=1e-6)
+
+
+def test_learner_on_software_substrate_equals_tensor_path(released):
+    from pcmeta.hardware import SoftwareSubstrate
+
+    targets = traj.sample_targets(2, rng=5)
+    ref = snn.evaluate(released, targets, batch_size=2)
+    sub_res = snn.evaluate(released, targets, substrate_factory=lambda: SoftwareSubstrate())
+    for k in ("mse_omega_before", "mse_omega_after", "mse_xyz_after"):
+        np.testing.assert_allclose(sub_res[k], ref[k], rtol=1e-4, atol=1e-7)
+
+
+def test_learner_update_goes_through_the_substrate(released):
+    from pcmeta.hardware import SoftwareSubstrate
+
+    sub = SoftwareSubstrate()
+    lr = snn.EpropLearner(sub, released["W_in_trainee"], released["W_rec_trainee"], released["W_out_trainee"])
+    assert set(lr.arrays) == {"W_in", "W_rec", "W_out"}
+    assert torch.all(torch.diagonal(torch.as_tensor(lr.arrays["W_rec"].read())) == 0)
+    dW_rec = torch.full((250, 250), 0.01)
+    lr.update(torch.zeros(5, 250), dW_rec)
+    W = torch.as_tensor(lr.arrays["W_rec"].read())
+    assert torch.all(torch.diagonal(W) == 0)  # no self-connection is ever created
+    off = ~torch.eye(250, dtype=torch.bool)
+    torch.testing.assert_close(W[off], snn._no_diag(released["W_rec_trainee"])[off] + 0.01)
+
+
+def test_meta_gradient_flows_through_the_update(released):
+    params = {k: v.detach().clone().double().requires_grad_(True) for k, v in released.items()}
+    targets = traj.sample_targets(1, rng=3)
+    loss, figs = snn.meta_loss(params, targets)
+    loss.backward()
+    for k in snn.PARAM_KEYS:
+        g = params[k].grad
+        assert g is not None and torch.isfinite(g).all(), k
+        assert g.abs().sum() > 0, f"no meta-gradient reaches {k}"
+    assert figs["loss"] < 0.1
+    # the loss is smooth in the fixed readout W_out_trainee (spikes do not depend on it): the gradient,
+    # through the differentiable kinematics, must match central finite differences
+    eps = 1e-4
+    j = int(torch.argmax(params["W_out_trainee"].grad.abs()))
+    d = torch.zeros_like(params["W_out_trainee"])
+    d.view(-1)[j] = eps
+    with torch.no_grad():
+        lp = snn.meta_loss({**params, "W_out_trainee": params["W_out_trainee"] + d}, targets)[0]
+        lm = snn.meta_loss({**params, "W_out_trainee": params["W_out_trainee"] - d}, targets)[0]
+    fd = (lp - lm) / (2 * eps)
+    torch.testing.assert_close(fd, params["W_out_trainee"].grad.view(-1)[j], rtol=1e-4, atol=1e-8)
+
+
+def test_cli_arm_eval_writes_json(tmp_path, capsys):
+    from pcmeta.demos.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["arm", "eval", "--tasks", "3", "--seed", "1", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    for k in ("mse_omega_before", "mse_omega_after", "mse_xyz_before", "mse_xyz_after", "loss_after", "tasks"):
+        assert k in d
+    assert d["tasks"] == 3 and d["mse_omega_after"] < d["mse_omega_before"]
+    assert "mse_omega" in capsys.readouterr().out
+    assert main(["arm", "eval", "--tasks", "2", "--time", "soon"]) == 2
+    assert main(["arm", "eval", "--tasks", "2", "--weights", str(tmp_path / "none.npz")]) == 2
+
+
+def test_parse_duration():
+    from pcmeta.demos.cli_snn import parse_duration
+
+    assert parse_duration("1min") == 60 and parse_duration("1d") == 86400 and parse_duration("620s") == 620
+    with pytest.raises(ValueError):
+        parse_duration("1 fortnight")
+
+
+@pytest.mark.slow
+def test_released_weights_reproduce_spec_table_500_targets(released):
+    """Acceptance 2 (torch): SPEC section 2's table on 500 new targets, within 25 %."""
+    targets = traj.sample_targets(500, rng=np.random.default_rng(0))
+    res = snn.evaluate(released, targets, batch_size=100)
+    assert res["mse_omega_before"].mean() == pytest.approx(0.491, rel=0.25)
+    assert res["mse_xyz_before"].mean() == pytest.approx(0.166, rel=0.25)
+    assert res["mse_omega_after"].mean() == pytest.approx(0.0097, rel=0.25)
+    assert res["mse_xyz_after"].mean() == pytest.approx(0.0158, rel=0.25)
+    assert res["loss_after"].mean() == pytest.approx(0.0127, rel=0.25)
+    rnd = snn.evaluate(released, targets, batch_size=100, update_transform=snn.round_to_grid)
+    assert rnd["mse_omega_after"].mean() == pytest.approx(0.0405, rel=0.25)
+    assert rnd["mse_xyz_after"].mean() == pytest.approx(0.0134, rel=0.25)
