@@ -1,0 +1,220 @@
+"""MAML: vectorised meta-gradients vs a per-task loop, released weights, substrate path, training."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pcmeta.agents import maml as M
+from pcmeta.hardware import SoftwareSubstrate
+from pcmeta.tasks.omniglot import TaskSampler, class_pool
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def paper_test_pool(omniglot_dir):
+    return class_pool("paper", "test", omniglot_dir)
+
+
+@pytest.fixture(scope="module")
+def released(reference_dir):
+    return reference_dir / "authors_omniglot_maml.npz"
+
+
+def _grads(fn, params):
+    P = {k: v.clone().requires_grad_() for k, v in params.items()}
+    loss, acc = fn(P)
+    return loss.detach(), acc, torch.autograd.grad(loss, list(P.values()))
+
+
+@pytest.mark.parametrize("arch_preset", ["paper-5w5s", "classic-5w1s"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset, first_order):
+    """float64: batched (head) / vmap (all) meta-gradients equal a per-task autograd loop to 1e-5.
+
+    The loop feeds each task's images without a task dimension, so it runs the plain written-out
+    batch-norm; the vectorised path uses the fused per-task kernel (head) or vmap (all)."""
+    cfg = M.preset(arch_preset, first_order=first_order, channels=16, inner_steps=2)
+    pool = class_pool(cfg.split, "train", omniglot_dir)
+    sx, sy, qx, qy = TaskSampler(pool, cfg.n_way, cfg.k_shot, 2, seed=0).sample(3).torch(dtype=torch.float64)
+    p = M.init_params(cfg, 0, torch.float64)
+    g = torch.Generator().manual_seed(1)
+    p = {k: v + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p.items()}
+    l1, a1, g1 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg), p)
+    l2, a2, g2 = _grads(lambda P: M.meta_loss_loop(P, sx, sy, qx, qy, cfg), p)
+    assert l1.item() == pytest.approx(l2.item(), rel=1e-10)
+    torch.testing.assert_close(a1, a2)
+    for (k, x), y in zip(p.items(), g2):
+        assert torch.linalg.norm(dict(zip(p, g1))[k] - y) <= 1e-5 * torch.linalg.norm(y) + 1e-12, k
+    # second order really differs from first order (the test would notice a silently dropped term)
+    if not first_order:
+        cfg_fo = M.preset(arch_preset, first_order=True, channels=16, inner_steps=2)
+        _, _, gfo = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg_fo), p)
+        assert max((a - b).abs().max().item() for a, b in zip(g1, gfo)) > 1e-6
+
+
+def test_fused_task_batch_norm_equals_formula():
+    z = torch.randn(4 * 6, 8, 5, 5, dtype=torch.float64)
+    want = M.batch_norm(z.view(4, 6, 8, 5, 5), 1e-3).reshape(24, 8, 5, 5)
+    torch.testing.assert_close(M._bn_tasks(z, 4, 1e-3), want)
+    # batch statistics: every (task, channel) is normalised to mean 0, variance v/(v+eps)
+    out = M._bn_tasks(z, 4, 1e-3).view(4, 6, 8, 5, 5)
+    torch.testing.assert_close(out.mean(dim=(1, 3, 4)), torch.zeros(4, 8, dtype=torch.float64))
+
+
+def test_released_weights_reproduce_the_paper(paper_test_pool, released):
+    """Acceptance 2 on 300 tasks (the 1,000-task run is marked slow)."""
+    m = M.MAML.from_weights(released)
+    a5 = M.evaluate(m, TaskSampler(paper_test_pool, 5, 5, 5, seed=0), 300)
+    a1 = M.evaluate(m, TaskSampler(paper_test_pool, 5, 1, 5, seed=0), 300)
+    assert abs(a5.mean() - 0.978) < 0.01
+    assert abs(a1.mean() - 0.874) < 0.03
+    # the released readout is a symmetric start: without inner steps, chance
+    a0 = M.evaluate(m, TaskSampler(paper_test_pool, 5, 5, 5, seed=0), 100, steps=0)
+    assert abs(a0.mean() - 0.2) < 0.03
+
+
+@pytest.mark.slow
+def test_released_weights_1000_tasks(paper_test_pool, released):
+    m = M.MAML.from_weights(released)
+    for k, want, tol in ((5, 0.978, 0.003), (1, 0.874, 0.007)):
+        acc, ci = M.mean_ci95(M.evaluate(m, TaskSampler(paper_test_pool, 5, k, 5, seed=0), 1000))
+        assert abs(acc - want) < tol + ci
+
+
+def test_released_layout_roundtrip(tmp_path, released):
+    m = M.MAML.from_weights(released)
+    M.save_weights(m.params, m.cfg, tmp_path / "w.npz")
+    with np.load(released) as a, np.load(tmp_path / "w.npz") as b:
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k])
+    m2 = M.MAML.from_weights(tmp_path / "w.npz")
+    assert m2.cfg == m.cfg
+    cfg = M.preset("classic-5w1s", channels=8)
+    p = M.init_params(cfg, 3)
+    M.save_weights(p, cfg, tmp_path / "c.npz")
+    p2, cfg2 = M.load_weights(tmp_path / "c.npz")
+    assert cfg2 == cfg and all(torch.equal(p[k], p2[k]) for k in p)
+
+
+def test_bad_weights_and_configs(tmp_path, released):
+    with pytest.raises(FileNotFoundError):
+        M.MAML.from_weights(tmp_path / "missing.npz")
+    np.savez(tmp_path / "bad.npz", kernel1=np.zeros((3, 3, 1, 4)))
+    with pytest.raises(ValueError, match="kernel2"):
+        M.params_from_released(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="20-way"):
+        M.MAML.from_weights(released, M.MAMLConfig(n_way=20))
+    with pytest.raises(ValueError, match="unknown preset"):
+        M.preset("paper-5w10s")
+    with pytest.raises(ValueError, match="unknown arch"):
+        M.MAMLConfig(arch="resnet")
+    with pytest.raises(ValueError, match="unknown adapt"):
+        M.MAMLConfig(adapt="body")
+
+
+def test_im2col_substrate_path_equals_conv2d(paper_test_pool, released):
+    """Each conv layer as its (9 C_in, C_out) matrix on a SoftwareSubstrate, run with arr.matmul."""
+    m = M.MAML.from_weights(released)
+    sub = SoftwareSubstrate()
+    dep = m.deploy(sub)
+    assert sub["conv2"].shape == (504, 56) and sub["conv1"].shape == (9, 56) and sub["readout"].shape == (56, 5)
+    sx, sy, qx, qy = TaskSampler(paper_test_pool, 5, 5, 5, seed=2).sample(1).torch()
+    f_sub, _ = dep.features(sx[0])
+    with torch.no_grad():
+        f_ref = M.features(m.params, sx[0], m.cfg)
+        ad = M.adapt_head(m.params, M.features(m.params, sx, m.cfg), sy, m.cfg, 4)
+        logits_ref = M.readout(ad, M.features(m.params, qx, m.cfg), m.cfg)[0]
+    torch.testing.assert_close(f_sub, f_ref, atol=1e-5, rtol=1e-5)
+    dep.adapt(sx[0], sy[0], 4)
+    torch.testing.assert_close(dep.predict(qx[0]), logits_ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(dep.head.read(), ad["readout"][0], atol=1e-5, rtol=1e-5)
+    # a second task starts again from the meta-learned readout
+    dep.adapt(sx[0], sy[0], 0)
+    torch.testing.assert_close(dep.head.read(), m.params["readout"].detach())
+
+
+def test_classic_deployed_path_equals_functional(omniglot_dir):
+    cfg = M.preset("classic-5w1s", channels=8)
+    m = M.MAML(cfg, seed=1)
+    pool = class_pool("classic", "test", omniglot_dir)
+    sx, sy, qx, qy = TaskSampler(pool, 5, 1, 3, seed=0).sample(1).torch()
+    dep = m.deploy(SoftwareSubstrate(), prefix="c/")
+    with torch.no_grad():
+        want = M.forward(m.params, qx[0], cfg)
+    torch.testing.assert_close(dep.predict(qx[0]), want, atol=1e-5, rtol=1e-5)
+
+
+def test_four_bit_forward_quantizes_and_trains(omniglot_dir):
+    cfg = M.preset("paper-5w5s", bits=4, meta_batch=2, channels=8)
+    m = M.MAML(cfg, seed=0)
+    assert m.substrate is not None and m.substrate.bits == 4
+    W = m.transform(m.params["conv2"])
+    assert torch.all(torch.isin(torch.round(W.detach() * 8), torch.arange(-8, 8, dtype=W.dtype)))
+    pool = class_pool("paper", "train", omniglot_dir)
+    sx, sy, qx, qy = TaskSampler(pool, 5, 5, 5, seed=0).sample(2).torch()
+    loss, _ = m.meta_loss(sx, sy, qx, qy)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in m.params.values())
+
+
+def test_training_resumes_with_identical_results(tmp_path, omniglot_dir):
+    cfg = M.preset("paper-5w5s", meta_batch=2, channels=8, iterations=4)
+    kw = dict(data_dir=omniglot_dir, seed=3, checkpoint_every=2, eval_every=2, eval_tasks=4, log_every=1)
+    a = M.Trainer(cfg, tmp_path / "a", **kw)
+    a.train(progress=False)
+    b = M.Trainer(cfg, tmp_path / "b", **kw)
+    b.train(iterations=2, progress=False)  # "interrupted" after the checkpoint at iteration 2
+    c = M.Trainer(cfg, tmp_path / "b", **kw)
+    assert c.resume() and c.state.iteration == 2
+    c.train(progress=False)
+    for k in a.model.params:
+        assert torch.equal(a.model.params[k], c.model.params[k]), k
+    assert a.state.history == [{**h, "s_per_it": a.state.history[i]["s_per_it"]}
+                               for i, h in enumerate(c.state.history)]
+    with np.load(tmp_path / "a" / "weights.npz") as wa, np.load(tmp_path / "b" / "weights.npz") as wb:
+        np.testing.assert_array_equal(wa["kernel3"], wb["kernel3"])
+    # a checkpoint of another config is refused
+    other = M.Trainer(M.preset("paper-5w1s", meta_batch=2, channels=8), tmp_path / "b", **kw)
+    with pytest.raises(ValueError, match="different config"):
+        other.resume()
+
+
+def test_training_improves_on_chance(tmp_path, omniglot_dir):
+    cfg = M.preset("paper-5w5s", meta_batch=4, channels=16, iterations=30)
+    tr = M.Trainer(cfg, tmp_path, omniglot_dir, seed=0, eval_every=0, log_every=10)
+    out = tr.train(progress=False)
+    assert out["history"][-1]["acc"] > 0.5
+    assert (tmp_path / "ckpt.pt").is_file() and (tmp_path / "train.log").is_file()
+
+
+def test_cli_eval_json_and_errors(tmp_path, omniglot_dir, released, capsys):
+    from pcmeta.demos.cli import main
+
+    out = tmp_path / "r.json"
+    rc = main(["omniglot", "eval", "--weights", str(released), "--shots", "5", "--tasks", "20",
+               "--data-dir", str(omniglot_dir), "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert set(r) >= {"accuracy", "ci95", "tasks"} and r["tasks"] == 20 and 0.85 < r["accuracy"] <= 1.0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["omniglot", "eval", "--weights", str(released), "--split", "nope", "--tasks", "2",
+                 "--data-dir", str(omniglot_dir)]) == 2
+    assert main(["omniglot", "eval", "--weights", str(released), "--ways", "20", "--tasks", "2",
+                 "--data-dir", str(omniglot_dir)]) == 2
+    assert main(["omniglot", "train", "--preset", "nope", "--run-dir", str(tmp_path / "x")]) == 2
+    assert main(["omniglot", "eval", "--weights", str(released), "--tasks", "2",
+                 "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown split" in err and "5-way readout" in err and "unknown preset" in err and "pcmeta data omniglot" in err
+
+
+def test_bench_reports_both_implementations(omniglot_dir, monkeypatch):
+    monkeypatch.setenv("PCMETA_DATA_DIR", str(omniglot_dir))
+    r = M.bench_meta_iterations(M.preset("paper-5w5s", meta_batch=2, channels=8), iterations=1)
+    assert r["vectorised_it_s"] > 0 and r["loop_it_s"] > 0
+    assert r["loss_diff"] < 1e-4  # same tasks, same objective
