@@ -31,20 +31,23 @@ def _grads(fn, params):
     return loss.detach(), acc, torch.autograd.grad(loss, list(P.values()))
 
 
-@pytest.mark.parametrize("arch_preset", ["paper-5w5s", "classic-5w1s"])
+@pytest.mark.parametrize("arch_preset,adapt,vectorise", [
+    ("paper-5w5s", "head", "grouped"), ("classic-5w1s", "all", "grouped"), ("classic-5w1s", "all", "vmap"),
+    ("paper-5w5s", "all", "grouped"), ("paper-5w5s", "all", "vmap")])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset, first_order):
-    """float64: batched (head) / vmap (all) meta-gradients equal a per-task autograd loop to 1e-5.
+def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset, adapt, vectorise, first_order):
+    """float64: batched (head), grouped-conv or vmap (all) meta-gradients equal a per-task loop to 1e-5.
 
     The loop feeds each task's images without a task dimension, so it runs the plain written-out
-    batch-norm; the vectorised path uses the fused per-task kernel (head) or vmap (all)."""
-    cfg = M.preset(arch_preset, first_order=first_order, channels=16, inner_steps=2)
+    batch-norm; the vectorised paths use the native batch-norm kernel (head, grouped) or the written-out
+    one under vmap."""
+    cfg = M.preset(arch_preset, first_order=first_order, channels=16, inner_steps=2, adapt=adapt)
     pool = class_pool(cfg.split, "train", omniglot_dir)
     sx, sy, qx, qy = TaskSampler(pool, cfg.n_way, cfg.k_shot, 2, seed=0).sample(3).torch(dtype=torch.float64)
     p = M.init_params(cfg, 0, torch.float64)
     g = torch.Generator().manual_seed(1)
     p = {k: v + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p.items()}
-    l1, a1, g1 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg), p)
+    l1, a1, g1 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg, vectorise=vectorise), p)
     l2, a2, g2 = _grads(lambda P: M.meta_loss_loop(P, sx, sy, qx, qy, cfg), p)
     assert l1.item() == pytest.approx(l2.item(), rel=1e-10)
     torch.testing.assert_close(a1, a2)
@@ -52,7 +55,7 @@ def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset
         assert torch.linalg.norm(dict(zip(p, g1))[k] - y) <= 1e-5 * torch.linalg.norm(y) + 1e-12, k
     # second order really differs from first order (the test would notice a silently dropped term)
     if not first_order:
-        cfg_fo = M.preset(arch_preset, first_order=True, channels=16, inner_steps=2)
+        cfg_fo = M.preset(arch_preset, first_order=True, channels=16, inner_steps=2, adapt=adapt)
         _, _, gfo = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg_fo), p)
         assert max((a - b).abs().max().item() for a, b in zip(g1, gfo)) > 1e-6
 
