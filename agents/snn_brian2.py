@@ -39,8 +39,10 @@ the stored initial state between trials).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import types
 from typing import Any, Mapping
 
 import numpy as np
@@ -105,24 +107,49 @@ def _spike_lists(x: np.ndarray, dt) -> tuple[np.ndarray, Any]:
     return n_idx[order].astype(np.int32), t_idx[order] * dt
 
 
+@contextlib.contextmanager
+def _no_gc_in_run():
+    """brian2's Network.run starts with gc.collect() (only to warn about objects left out of a network); with
+    torch loaded that alone costs 0.1-0.3 s per run. Our networks are explicit, so it is skipped here."""
+    import brian2.core.network as bnet
+
+    saved = bnet.gc
+    bnet.gc = types.SimpleNamespace(collect=lambda *a, **k: 0)
+    try:
+        yield
+    finally:
+        bnet.gc = saved
+
+
 class Brian2OneShot:
     """The two networks in brian2, built once, reused for every task.
+
+    One :meth:`episode` is ONE brian2 run of 2 (T + 1) steps: the demonstration trial (LSG and learning
+    network), then at the boundary step a network operation computes the update, writes it (to the float
+    weights or to the substrate) and loads the new weights into the learning network's synapses, resets all
+    neuron states to 0, and the test trial follows (the LSG receives no more input and stays silent). A
+    single run keeps brian2's per-run preparation (about 0.2-0.4 s for these objects) to once per episode.
 
     Args:
         params: weight dict in the released layout (numpy or torch; (pre, post)).
         T: steps per trial (default 249).
         target: brian2 code-generation target, "numpy" or "cython".
-        record: keep monitors of every neuron's z (both networks), psi and the readouts for comparisons
-            (slower); without it only the readouts are monitored.
+        record: also monitor every neuron's z (both networks) and psi for comparisons (slower).
+        accumulate: "monitors" (default): psi * L and the traces are neuron variables computed by brian2 at
+            every step and monitored, and the update is their one matrix product at the end of the
+            demonstration (SPEC: no per-synapse state needed); "synapses": every synapse of W_in / W_rec
+            accumulates ``acc += ebar_pre * g_post`` at every step (the same numbers, slower).
         eta: e-prop learning rate.
     """
 
     def __init__(self, params: Mapping[str, Any], T: int = 249, target: str = "numpy", record: bool = False,
-                 eta: float = ETA):
+                 accumulate: str = "monitors", eta: float = ETA):
         import brian2 as b2
 
         if target not in ("numpy", "cython"):
             raise ValueError(f"target must be 'numpy' or 'cython', got {target!r}")
+        if accumulate not in ("monitors", "synapses"):
+            raise ValueError(f"accumulate must be 'monitors' or 'synapses', got {accumulate!r}")
         b2.prefs.codegen.target = target
         b2.prefs.core.default_float_dtype = np.float64
         self.b2 = b2
@@ -130,6 +157,7 @@ class Brian2OneShot:
         self.eta = float(eta)
         self.record = record
         self.target = target
+        self.accumulate = accumulate
         P = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)).astype(np.float64)
              for k, v in params.items()}
         self.params = P
@@ -168,36 +196,46 @@ class Brian2OneShot:
         learner_out = b2.NeuronGroup(LEARNER.n_out, _READOUT_VARS, dt=dt, name="learner_out",
                                      namespace=_ns(LEARNER))
         learner_out.run_regularly(_READOUT_UPDATE, when="after_synapses", order=0)
+        acc_model = "w : 1\nacc : 1" if accumulate == "synapses" else "w : 1"
         s_in = self._synapses(self.in_clk, learner, P["W_in_trainee"], "s_in")
-        s_rec = self._synapses(learner, learner, P["W_rec_trainee"], "s_rec", no_diag=True, model="w : 1\nacc : 1")
+        s_rec = self._synapses(learner, learner, P["W_rec_trainee"], "s_rec", no_diag=True, model=acc_model)
         s_out = self._synapses(learner, learner_out, P["W_out_trainee"], "s_out")
-        # The input trace lives on the relay (the generator has no state), so the input weights' update is
-        # accumulated on a parallel relay -> learner synapse set without spike effects (same (i, j) layout).
-        s_in_acc = b2.Synapses(relay, learner, "acc : 1", dt=dt, name="s_in_acc")
-        s_in_acc.connect(i=s_in.i[:], j=s_in.j[:])
-        s_in_acc.run_regularly("acc += ebar_pre * g_post", when="end", order=2, name="s_in_acc_ru")
-        s_rec.run_regularly("acc += ebar_pre * g_post", when="end", order=2, name="s_rec_acc_ru")
+        extra = []
+        if accumulate == "synapses":
+            # The input trace lives on the relay (a generator has no state), so the input weights' update is
+            # accumulated on a parallel relay -> learner synapse set without spike effects (same (i, j) layout).
+            s_in_acc = b2.Synapses(relay, learner, "acc : 1", dt=dt, name="s_in_acc")
+            s_in_acc.connect(i=s_in.i[:], j=s_in.j[:])
+            s_in_acc.run_regularly("acc += ebar_pre * g_post", when="end", order=2, name="s_in_acc_ru")
+            s_rec.run_regularly("acc += ebar_pre * g_post", when="end", order=2, name="s_rec_acc_ru")
+            extra.append(s_in_acc)
 
         self.groups = {"lsg": lsg, "lsg_out": lsg_out, "learner": learner, "learner_out": learner_out,
                        "relay": relay}
         self.syn = {"s_in_lsg": s_in_lsg, "s_rec_lsg": s_rec_lsg, "s_out_lsg": s_out_lsg, "s_in": s_in,
-                    "s_rec": s_rec, "s_out": s_out, "s_relay": s_relay, "s_in_acc": s_in_acc}
-        self.mon = {
-            "lsg_y": b2.StateMonitor(lsg_out, "y", record=True, when="end", order=5, name="mon_lsg_y"),
-            "learner_y": b2.StateMonitor(learner_out, "y", record=True, when="end", order=5, name="mon_learner_y"),
-        }
+                    "s_rec": s_rec, "s_out": s_out, "s_relay": s_relay}
+        if extra:
+            self.syn["s_in_acc"] = extra[0]
+        mon = lambda g, v, name: b2.StateMonitor(g, v, record=True, when="end", order=5, name=name)  # noqa
+        self.mon = {"lsg_y": mon(lsg_out, "y", "mon_lsg_y"), "learner_y": mon(learner_out, "y", "mon_learner_y")}
+        if accumulate == "monitors":
+            self.mon["learner_acc"] = mon(learner, ["g", "ebar"], "mon_learner_acc")
+            self.mon["relay"] = mon(relay, "ebar", "mon_relay")
         if record:
-            self.mon["lsg_z"] = b2.StateMonitor(lsg, "z", record=True, when="end", order=5, name="mon_lsg_z")
-            self.mon["learner"] = b2.StateMonitor(learner, ["z", "psi"], record=True, when="end", order=5,
-                                                  name="mon_learner")
+            self.mon["lsg_z"] = mon(lsg, "z", "mon_lsg_z")
+            self.mon["learner"] = mon(learner, ["z", "psi"], "mon_learner")
         self._lsg_objects = [self.in_lsg, lsg, lsg_out, s_in_lsg, s_rec_lsg, s_out_lsg, self.mon["lsg_y"]]
         if record:
             self._lsg_objects.append(self.mon["lsg_z"])
+        self._boundary_fn = None
+        self._boundary_out: dict = {}
+        boundary = b2.NetworkOperation(self._boundary, dt=dt, when="start", order=-10, name="boundary")
         self.net = b2.Network(self.in_lsg, self.in_clk, relay, s_relay, lsg, lsg_out, s_in_lsg, s_rec_lsg,
-                              s_out_lsg, learner, learner_out, s_in, s_rec, s_out, s_in_acc, *self.mon.values())
+                              s_out_lsg, learner, learner_out, s_in, s_rec, s_out, boundary, *extra,
+                              *self.mon.values())
         self.net.store("fresh")
         self.build_s = time.perf_counter() - t0
-        self.codegen_s = None  # set by the first run (code generation / compilation happens there)
+        self.codegen_s = None  # wall time of the first run (code generation / compilation happens there)
 
     def _synapses(self, src, tgt, W: np.ndarray, name: str, no_diag: bool = False, model: str = "w : 1"):
         b2 = self.b2
@@ -213,38 +251,87 @@ class Brian2OneShot:
             S = self.syn[key]
             S.w = np.asarray(W, dtype=np.float64)[S.i[:], S.j[:]]
 
-    def _run(self, lsg_active: bool) -> None:
+    def _current_update(self, upto: int) -> tuple[np.ndarray, np.ndarray]:
+        """dW_in, dW_rec from the brian2 records of brian2 steps 1..upto (model steps 0..upto-1)."""
+        if self.accumulate == "monitors":
+            G = self.mon["learner_acc"].g[:, 1:upto + 1].T
+            E_rec = self.mon["learner_acc"].ebar[:, 1:upto + 1].T
+            E_in = self.mon["relay"].ebar[:, 1:upto + 1].T
+            dW_in = -self.eta * (E_in.T @ G)
+            dW_rec = -self.eta * (E_rec.T @ G)
+            np.fill_diagonal(dW_rec, 0.0)
+            return dW_in, dW_rec
+        out = []
+        for key, n_pre in (("s_in_acc", LEARNER.n_in), ("s_rec", LEARNER.n_rec)):
+            S = self.syn[key]
+            dW = np.zeros((n_pre, LEARNER.n_rec))
+            dW[S.i[:], S.j[:]] = -self.eta * S.acc[:]
+            out.append(dW)
+        return out[0], out[1]
+
+    def _reset_states(self) -> None:
+        """All neuron and readout states back to 0 (the start of a trial)."""
+        state = {"lsg": "v z r b A I psi ebar", "learner": "v z r b A I psi ebar g", "relay": "x ebar",
+                 "lsg_out": "y I", "learner_out": "y I"}
+        for gname, names in state.items():
+            g = self.groups[gname]
+            for var in names.split():
+                setattr(g, var, 0.0)
+
+    def _boundary(self, t) -> None:
+        if self._boundary_fn is None:
+            return
+        k = int(round(float(t / self.dt)))
+        if k != self.T + 1:
+            return
+        dW_in, dW_rec = self._current_update(self.T)
+        W_in, W_rec, W_out = self._boundary_fn(dW_in, dW_rec)
+        self._boundary_out.update(dW_in=dW_in, dW_rec=dW_rec)
+        self._set_learner_weights(W_in, W_rec, W_out)
+        self._reset_states()
+
+    def _run(self, n_steps: int, lsg_active: bool) -> None:
         for o in self._lsg_objects:
             o.active = lsg_active
         t0 = time.perf_counter()
-        self.net.run((self.T + 1) * self.dt, namespace={})
+        with _no_gc_in_run():
+            self.net.run(n_steps * self.dt, namespace={})
         if self.codegen_s is None:
             self.codegen_s = time.perf_counter() - t0
 
-    def demonstration(self, x_lsg: np.ndarray, clock: np.ndarray, W_in: np.ndarray | None = None,
-                      W_rec: np.ndarray | None = None, W_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The demonstration trial with the LSG: returns omega_before (T, 2), L (T, 250), dW_in (5, 250),
-        dW_rec (250, 250) (float64), plus z_lsg (T, 800), z_demo, psi (T, 250) when ``record``.
+    def _check_input(self, x: np.ndarray, n: int, name: str) -> None:
+        if np.shape(x) != (self.T, n):
+            raise ValueError(f"{name} must have shape ({self.T}, {n}) of 0/1 spikes, got {np.shape(x)}")
 
-        W_in / W_rec / W_out default to the parameters given at construction.
-        """
+    def _prepare(self, W_in, W_rec, W_out, x_lsg: np.ndarray | None, clock: np.ndarray, repeat_clock: bool):
         P = self.params
         self.net.restore("fresh")
         self._set_learner_weights(P["W_in_trainee"] if W_in is None else W_in,
                                   P["W_rec_trainee"] if W_rec is None else W_rec,
                                   P["W_out_trainee"] if W_out is None else W_out)
-        self._check_input(x_lsg, LSG.n_in, "x_lsg")
         self._check_input(clock, LEARNER.n_in, "clock")
-        self.in_lsg.set_spikes(*_spike_lists(x_lsg, self.dt))
-        self.in_clk.set_spikes(*_spike_lists(clock, self.dt))
-        self._run(True)
-        out = {"omega_before": self.mon["learner_y"].y[:, 1:].T.copy(), "L": self.mon["lsg_y"].y[:, 1:].T.copy()}
-        for key, name in (("s_in_acc", "dW_in"), ("s_rec", "dW_rec")):
-            S = self.syn[key]
-            n_pre = LEARNER.n_in if key == "s_in_acc" else LEARNER.n_rec
-            dW = np.zeros((n_pre, LEARNER.n_rec))
-            dW[S.i[:], S.j[:]] = -self.eta * S.acc[:]
-            out[name] = dW
+        idx, times = _spike_lists(clock, self.dt)
+        if repeat_clock:  # the test trial's clock, T + 1 steps later
+            idx = np.r_[idx, idx]
+            times = np.r_[np.asarray(times), np.asarray(times) + float((self.T + 1) * self.dt)] * self.b2.second
+        self.in_clk.set_spikes(idx, times)
+        if x_lsg is not None:
+            self._check_input(x_lsg, LSG.n_in, "x_lsg")
+            self.in_lsg.set_spikes(*_spike_lists(x_lsg, self.dt))
+        else:
+            self.in_lsg.set_spikes(np.zeros(0, np.int32), np.zeros(0) * self.b2.ms)
+
+    def demonstration(self, x_lsg: np.ndarray, clock: np.ndarray, W_in: np.ndarray | None = None,
+                      W_rec: np.ndarray | None = None, W_out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The demonstration trial alone (one run of T + 1 steps): omega_before (T, 2), L (T, 250), dW_in
+        (5, 250), dW_rec (250, 250) (float64), plus z_lsg (T, 800), z_demo, psi (T, 250) when ``record``.
+        W_in / W_rec / W_out default to the parameters given at construction."""
+        self._prepare(W_in, W_rec, W_out, x_lsg, clock, repeat_clock=False)
+        self._boundary_fn = None
+        self._run(self.T + 1, True)
+        dW_in, dW_rec = self._current_update(self.T)
+        out = {"omega_before": self.mon["learner_y"].y[:, 1:].T.copy(), "L": self.mon["lsg_y"].y[:, 1:].T.copy(),
+               "dW_in": dW_in, "dW_rec": dW_rec}
         if self.record:
             out["z_lsg"] = self.mon["lsg_z"].z[:, 1:].T.copy()
             out["z_demo"] = self.mon["learner"].z[:, 1:].T.copy()
@@ -254,60 +341,73 @@ class Brian2OneShot:
     def test(self, clock: np.ndarray, W_in: np.ndarray, W_rec: np.ndarray, W_out: np.ndarray | None = None
              ) -> dict[str, np.ndarray]:
         """A trial of the learning network alone (LSG inactive) with the given weights: omega (T, 2)."""
-        self.net.restore("fresh")
-        self._set_learner_weights(W_in, W_rec, self.params["W_out_trainee"] if W_out is None else W_out)
-        self._check_input(clock, LEARNER.n_in, "clock")
-        self.in_clk.set_spikes(*_spike_lists(clock, self.dt))
-        self._run(False)
+        self._prepare(W_in, W_rec, W_out, None, clock, repeat_clock=False)
+        self._boundary_fn = None
+        self._run(self.T + 1, False)
         out = {"omega": self.mon["learner_y"].y[:, 1:].T.copy()}
         if self.record:
             out["z"] = self.mon["learner"].z[:, 1:].T.copy()
         return out
 
-    def _check_input(self, x: np.ndarray, n: int, name: str) -> None:
-        if np.shape(x) != (self.T, n):
-            raise ValueError(f"{name} must have shape ({self.T}, {n}) of 0/1 spikes, got {np.shape(x)}")
-
     def episode(self, x_lsg: np.ndarray, clock: np.ndarray, substrate: Any = None,
                 digital_readout: bool = False, settle_s: float = 0.0, clip: float | None = None) -> dict[str, Any]:
-        """Demonstration (with LSG) -> one update -> test, for one task.
+        """Demonstration (with LSG) -> one update -> test, for one task, in one brian2 run.
 
-        Without ``substrate`` the update is added in float64. With a substrate, the learning network's W_in /
-        W_rec (and W_out unless ``digital_readout``) are placed on it (clipped to [-clip, clip] first if
-        ``clip``), ``settle_s`` seconds of simulated time pass, the weights are read for the demonstration
-        trial, the update is written with ``update()`` and the weights read back for the test trial.
-        Returns omega_before, omega_after (T, 2), dW_in, dW_rec, L and timings (s).
+        Without ``substrate`` the update is added to the float64 weights. With a substrate, the learning
+        network's W_in / W_rec (and W_out unless ``digital_readout``) are placed on it (clipped to
+        [-clip, clip] first if ``clip``), ``settle_s`` seconds of simulated time pass, the weights are read
+        for the demonstration trial (read noise and drift drawn once per trial), the update is written with
+        ``update()`` (PCM: quantized, changed devices re-programmed) and the weights read back for the test
+        trial. Returns omega_before, omega_after (T, 2), dW_in, dW_rec, L (T, 250), wall time ``time_s``
+        and, with ``record``, z_lsg, z_demo, z_test, psi.
         """
         P = self.params
+        T = self.T
         t0 = time.perf_counter()
+        arrays: dict[str, Any] = {}
         if substrate is None:
-            demo = self.demonstration(x_lsg, clock)
-            t1 = time.perf_counter()
-            after = self.test(clock, P["W_in_trainee"] + demo["dW_in"], P["W_rec_trainee"] + demo["dW_rec"])
+            W0 = (P["W_in_trainee"], P["W_rec_trainee"], P["W_out_trainee"])
+
+            def fn(dW_in, dW_rec):
+                return P["W_in_trainee"] + dW_in, P["W_rec_trainee"] + dW_rec, P["W_out_trainee"]
         else:
             c = (lambda W: np.clip(W, -clip, clip)) if clip is not None else (lambda W: W.copy())  # noqa: E731
-            arrays = {"W_in": substrate.place("brian2.W_in", c(P["W_in_trainee"])),
-                      "W_rec": substrate.place("brian2.W_rec", c(P["W_rec_trainee"] * (1 - np.eye(LEARNER.n_rec))))}
+            arrays["W_in"] = substrate.place("brian2.W_in", c(P["W_in_trainee"]))
+            arrays["W_rec"] = substrate.place("brian2.W_rec", c(P["W_rec_trainee"] * (1 - np.eye(LEARNER.n_rec))))
             if not digital_readout:
                 arrays["W_out"] = substrate.place("brian2.W_out", c(P["W_out_trainee"]))
             if settle_s:
                 substrate.elapse(settle_s)
             rd = lambda k: np.asarray(arrays[k].read(), dtype=np.float64)  # noqa: E731
             w_out = lambda: rd("W_out") if not digital_readout else P["W_out_trainee"]  # noqa: E731
-            demo = self.demonstration(x_lsg, clock, rd("W_in"), rd("W_rec"), w_out())
-            t1 = time.perf_counter()
-            arrays["W_in"].update(demo["dW_in"])
-            arrays["W_rec"].update(demo["dW_rec"])
-            after = self.test(clock, rd("W_in"), rd("W_rec"), w_out())
+            W0 = (rd("W_in"), rd("W_rec"), w_out())
+
+            def fn(dW_in, dW_rec):
+                arrays["W_in"].update(dW_in)
+                arrays["W_rec"].update(dW_rec)
+                return rd("W_in"), rd("W_rec"), w_out()
+        try:
+            self._prepare(*W0, x_lsg, clock, repeat_clock=True)
+            self._boundary_fn = fn
+            self._boundary_out = {}
+            self._run(2 * (T + 1), True)
+        finally:
+            self._boundary_fn = None
             for k in list(arrays):
                 substrate.remove(f"brian2.{k}")
-        t2 = time.perf_counter()
-        demo["omega_after"] = after["omega"]
+        if "dW_in" not in self._boundary_out:
+            raise RuntimeError("the update step of the brian2 episode did not run")
+        y = self.mon["learner_y"].y
+        out = {"omega_before": y[:, 1:T + 1].T.copy(), "omega_after": y[:, T + 2:2 * T + 2].T.copy(),
+               "L": self.mon["lsg_y"].y[:, 1:T + 1].T.copy(), **self._boundary_out}
         if self.record:
-            demo["z_test"] = after["z"]
-        demo["time_demo_s"] = t1 - t0
-        demo["time_test_s"] = t2 - t1
-        return demo
+            z = self.mon["learner"].z
+            out["z_demo"] = z[:, 1:T + 1].T.copy()
+            out["z_test"] = z[:, T + 2:2 * T + 2].T.copy()
+            out["psi"] = self.mon["learner"].psi[:, 1:T + 1].T.copy()
+            out["z_lsg"] = self.mon["lsg_z"].z[:, 1:T + 1].T.copy()
+        out["time_s"] = time.perf_counter() - t0
+        return out
 
 
 def evaluate_brian2(

@@ -105,3 +105,30 @@ def test_brian2_reproduces_spec_table_500_targets(released64):
     assert res["mse_omega_after"].mean() == pytest.approx(0.0097, rel=0.25)
     assert res["mse_xyz_after"].mean() == pytest.approx(0.0158, rel=0.25)
     assert res["loss_after"].mean() == pytest.approx(0.0127, rel=0.25)
+
+
+def test_brian2_synaptic_accumulation_equals_monitor_product(net, released64):
+    """The update accumulated on every synapse during the trial equals the product of neuron records."""
+    syn = Brian2OneShot(released64, target="numpy", accumulate="synapses")
+    tg = traj.sample_targets(1, rng=31)
+    clock, x_lsg = snn.episode_inputs(tg, dtype=torch.float64)
+    a = net.episode(x_lsg[0].numpy(), clock.numpy())
+    b = syn.episode(x_lsg[0].numpy(), clock.numpy())
+    for k in ("dW_in", "dW_rec"):
+        assert np.linalg.norm(a[k]) > 0
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(b["omega_after"], a["omega_after"], atol=1e-12)
+    with pytest.raises(ValueError, match="accumulate"):
+        Brian2OneShot(released64, accumulate="somewhere")
+
+
+def test_demonstration_and_test_runs_equal_one_run_episode(net, released64):
+    tg = traj.sample_targets(1, rng=41)
+    clock, x_lsg = snn.episode_inputs(tg, dtype=torch.float64)
+    ep = net.episode(x_lsg[0].numpy(), clock.numpy())
+    demo = net.demonstration(x_lsg[0].numpy(), clock.numpy())
+    P = net.params
+    after = net.test(clock.numpy(), P["W_in_trainee"] + demo["dW_in"], P["W_rec_trainee"] + demo["dW_rec"])
+    np.testing.assert_allclose(demo["omega_before"], ep["omega_before"], atol=1e-12)
+    np.testing.assert_allclose(after["omega"], ep["omega_after"], atol=1e-12)
+    assert np.array_equal(after["z"], ep["z_test"])
