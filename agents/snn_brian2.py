@@ -6,16 +6,17 @@ How the discrete-time model is mapped onto brian2's schedule (one brian2 time st
 ====================  =========================================================================================
 slot                  what runs
 ====================  =========================================================================================
-``groups``            neuron update code (``run_regularly``): adaptation b, threshold A, membrane v (with the
-                      summed synaptic input ``I`` of the previous slot ``synapses``, and the reset -A z_{t-1}),
-                      refractoriness, new spike flag z, pseudo-derivative psi, presynaptic trace ebar; then I = 0
+``start`` (order -10) the episode's boundary network operation (only at the step between the two trials)
+``groups``            neuron update code (``run_regularly``): adaptation b, threshold A, presynaptic trace ebar,
+                      membrane v (with the summed synaptic input ``I`` of the previous step's ``synapses`` slot
+                      and the reset -A z_{t-1}), refractoriness, new spike flag z, pseudo-derivative psi; I = 0
 ``thresholds``        ``threshold='z > 0.5'``: the flag computed above becomes a brian2 spike event (no reset
                       code: the reset is the -A z_{t-1} term of the next update, as in the model)
 ``synapses``          ``on_pre: I_post += w``: spikes of this step are summed into the targets' I
 ``after_synapses``    leaky readouts ``y = kappa y + I`` (same-step spikes, as y_t = kappa y_{t-1} + z_t W_out);
                       then (order 1) the learning network's ``g = psi * L`` with L linked to the LSG readout
-``end``               (order 2) the update accumulated on the learning network's synapses:
-                      ``acc += ebar_pre * g_post``; monitors record here
+``end``               (order 2, ``accumulate="synapses"`` only) ``acc += ebar_pre * g_post`` on every synapse
+                      of W_in / W_rec; (order 5) monitors record
 ====================  =========================================================================================
 
 Synaptic effects land AFTER the neuron update of the step in which the spike happened, so the recurrent
@@ -25,17 +26,22 @@ the first of which computes the (all-zero) state "t = -1" (with zero input and z
 every variable at 0, so this step is exact). Brian2 step k thus holds model step t = k - 1; monitors drop k = 0.
 The learning network's input trace ebar^in lives on a small relay group that receives the clock spikes.
 
-The update dW = -eta sum_t ebar_t (psi_t L_t) is accumulated per synapse during the demonstration trial
-(variable ``acc``); the diagonal of W_rec does not exist as a synapse (no self-connections).
+The update dW = -eta sum_t ebar_t (psi_t L_t): brian2 computes psi, the traces and g = psi * L as neuron
+variables at every step; by default (``accumulate="monitors"``) they are monitored and the update is their
+one matrix product E^T G at the end of the demonstration (SPEC section 2: no per-synapse state is needed),
+or (``accumulate="synapses"``) every synapse accumulates its own entry during the trial (same numbers,
+slower). The diagonal of W_rec does not exist as a synapse (no self-connections).
 
 Weights: the learning network's W_in, W_rec (and W_out) come from a :mod:`pcmeta.hardware` substrate when
-:class:`Brian2Learner` is given one: they are ``read()`` once per trial (so PCM read noise and drift are
-drawn per trial, not per time step), and the update is written with ``update(dW)`` (on PCM: quantized to
-the update grid, changed devices re-programmed) before being read back for the test trial.
+:meth:`Brian2OneShot.episode` is given one: they are ``read()`` once per trial (so PCM read noise is drawn
+per trial, not per time step, in brian2; the torch :class:`pcmeta.agents.snn.EpropLearner` does one substrate
+MVM per time step instead), and the update is written with ``update(dW)`` (on PCM: quantized to the update
+grid, changed devices re-programmed) before being read back for the test trial.
 
-Code generation: ``target="numpy"`` (default: no compiler needed) or ``"cython"`` (compiled once and cached
-by brian2 in ~/.cython/brian_extensions). Networks are built once and reused for every task (restore to
-the stored initial state between trials).
+Code generation: ``target="numpy"`` (default: no compiler needed) or ``"cython"`` (compiled once, about
+2-3 minutes on 2 cores, then cached by brian2 in ~/.cython/brian_extensions). The networks are built once
+and reused for every task (restored to the stored initial state before each episode); one episode is one
+brian2 run, so brian2's per-run preparation is paid once per episode.
 """
 from __future__ import annotations
 
