@@ -486,11 +486,13 @@ def _meta_loss_grouped(params: dict, sx, sy, qx, qy, cfg: MAMLConfig, steps: int
 
 def meta_loss_loop(params: dict, sx, sy, qx, qy, cfg: MAMLConfig, steps: int | None = None,
                    first_order: bool | None = None, transform: Transform | None = None,
-                   backward: bool = False):
+                   backward: bool = False, native_bn: bool = False):
     """Reference: a plain per-task loop with ``torch.autograd.grad`` (create_graph for second order).
 
     With ``backward=True`` each task's loss is back-propagated right away (as learn2learn does),
-    accumulating ``.grad`` of the leaf params; the returned loss is then detached.
+    accumulating ``.grad`` of the leaf params; the returned loss is then detached. ``native_bn``
+    runs each task through the native batch-norm kernel (as ``nn.BatchNorm2d`` in learn2learn's
+    models) instead of the written-out formula.
     """
     steps = cfg.inner_steps if steps is None else steps
     fo = cfg.first_order if first_order is None else first_order
@@ -499,11 +501,12 @@ def meta_loss_loop(params: dict, sx, sy, qx, qy, cfg: MAMLConfig, steps: int | N
     total, accs = 0.0, []
     for t in range(T):
         ad = dict(params)
+        s_x, q_x = (sx[t:t + 1], qx[t:t + 1]) if native_bn else (sx[t], qx[t])
         for _ in range(steps):
-            loss = _ce(forward(ad, sx[t], cfg, transform), sy[t])
+            loss = _ce(forward(ad, s_x, cfg, transform), sy[t])
             grads = torch.autograd.grad(loss, [ad[k] for k in keys], create_graph=not fo)
             ad.update({k: ad[k] - cfg.inner_lr * g for k, g in zip(keys, grads)})
-        logits = forward(ad, qx[t], cfg, transform)
+        logits = forward(ad, q_x, cfg, transform)
         ql = _ce(logits, qy[t]) / T
         if backward:
             ql.backward()
@@ -905,7 +908,9 @@ def bench_meta_iterations(cfg: MAMLConfig, iterations: int = 5, data_dir=None, s
     """Meta-iterations per second of the vectorised objective and of the per-task autograd loop.
 
     Both run the same tasks (a fixed list of ``iterations`` meta-batches, sampling included in the
-    timing), the same parameters and an Adam step; one untimed warm-up iteration each.
+    timing), the same parameters and an Adam step; one untimed warm-up iteration each. The loop is
+    learn2learn's way: per task, adapt with ``autograd.grad`` (create_graph), native batch-norm, and
+    back-propagate the task's query loss right away.
     Returns {"vectorised_it_s", "loop_it_s", "speedup", "loss_diff"}.
     """
     from pcmeta.tasks.omniglot import TaskSampler, class_pool
@@ -925,7 +930,7 @@ def bench_meta_iterations(cfg: MAMLConfig, iterations: int = 5, data_dir=None, s
             opt.zero_grad(set_to_none=True)
             if loop:
                 loss, _ = meta_loss_loop(model.params, sx, sy, qx, qy, cfg, transform=model.transform,
-                                         backward=True)
+                                         backward=True, native_bn=True)
             else:
                 loss, _ = model.meta_loss(sx, sy, qx, qy)
                 loss.backward()
