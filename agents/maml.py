@@ -849,7 +849,17 @@ class Trainer:
 
         s = TaskSampler(self.val_pool, self.cfg.n_way, self.cfg.k_shot, self.cfg.n_query,
                         np.random.default_rng([self.seed, 2]))
-        return mean_ci95(evaluate(self.model, s, tasks or self.eval_tasks))
+        # validation must not consume the training's random numbers (4-bit quantization noise), so
+        # that a run interrupted and resumed at any point matches an uninterrupted one
+        gen = getattr(self.model.substrate, "generator", None)
+        saved = gen.get_state() if isinstance(gen, torch.Generator) else None
+        if saved is not None:
+            gen.manual_seed(self.seed * 1_000_003 + self.state.iteration)
+        try:
+            return mean_ci95(evaluate(self.model, s, tasks or self.eval_tasks))
+        finally:
+            if saved is not None:
+                gen.set_state(saved)
 
     def _log(self, line: str) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
