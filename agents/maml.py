@@ -567,8 +567,8 @@ class MAML:
             _, acc = meta_loss(self.params, sx, sy, qx, qy, self.cfg, steps, True, self.transform)
             return acc
         with torch.enable_grad():
-            _, acc = meta_loss({k: v.detach() for k, v in self.params.items()}, sx, sy, qx, qy, self.cfg,
-                               steps, True, self.transform)
+            _, acc = meta_loss({k: v.detach().requires_grad_() for k, v in self.params.items()}, sx, sy, qx,
+                               qy, self.cfg, steps, True, self.transform)
         return acc.detach()
 
     def deploy(self, substrate, prefix: str = "") -> "DeployedCNN":

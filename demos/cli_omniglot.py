@@ -45,7 +45,7 @@ def register(groups) -> None:
     p.add_argument("--queries", type=int, default=5, help="query images per class")
     p.add_argument("--tasks", type=int, default=1000)
     p.add_argument("--steps", type=int, help="inner SGD steps (default: the model's test steps)")
-    p.add_argument("--split", default="paper", help="paper or classic")
+    p.add_argument("--split", help="paper or classic (default: the split the weights were trained on)")
     p.add_argument("--part", default="test", help="train, val or test part of the split")
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
@@ -140,6 +140,7 @@ def _eval(args) -> int:
 
         model = MAML(model.cfg, {k: v.detach() for k, v in model.params.items()},
                      substrate=SoftwareSubstrate(bits=args.bits), device=args.device)
+    args.split = args.split or model.cfg.split
     pool = class_pool(args.split, args.part, args.data_dir)
     sampler = TaskSampler(pool, args.ways, args.shots, args.queries, np.random.default_rng(args.seed))
     deployed = None

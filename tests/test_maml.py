@@ -140,6 +140,19 @@ def test_im2col_substrate_path_equals_conv2d(paper_test_pool, released):
     torch.testing.assert_close(dep.head.read(), m.params["readout"].detach())
 
 
+def test_classic_evaluate_adapts_all_parameters(omniglot_dir):
+    cfg = M.preset("classic-5w1s", channels=8)
+    m = M.MAML(cfg, seed=0)
+    pool = class_pool("classic", "test", omniglot_dir)
+    sx, sy, qx, qy = TaskSampler(pool, 5, 1, 1, seed=0).sample(4).torch()
+    acc = m.evaluate(sx, sy, qx, qy)
+    assert acc.shape == (4,) and not acc.requires_grad and ((acc >= 0) & (acc <= 1)).all()
+    # evaluation with 3 steps equals the loop reference (accuracy per task)
+    _, acc_loop = M.meta_loss_loop({k: v.detach().requires_grad_() for k, v in m.params.items()},
+                                   sx, sy, qx, qy, cfg, steps=3, first_order=True)
+    torch.testing.assert_close(acc, acc_loop)
+
+
 def test_classic_deployed_path_equals_functional(omniglot_dir):
     cfg = M.preset("classic-5w1s", channels=8)
     m = M.MAML(cfg, seed=1)
