@@ -235,7 +235,9 @@ def run_snn(
         W_rec = _no_diag(W_rec)
     step_in = _is_array(W_in) if per_step_mvm is None else per_step_mvm
     step_out = _is_array(W_out) if per_step_mvm is None else per_step_mvm
-    I_in = None if step_in else _mm(x, W_in).expand(B, T, cfg.n_rec)
+    # unbind: one view per step whose backward is a single stack (indexing I_in[:, t] in the loop would
+    # allocate and accumulate a full (B, T, n) gradient per step in BPTT)
+    I_in = None if step_in else _mm(x, W_in).expand(B, T, cfg.n_rec).unbind(1)
 
     alpha, rho = cfg.alpha, cfg.rho
     beta = cfg.beta_vector(dtype, dev) if cfg.n_alif else None
@@ -250,7 +252,7 @@ def run_snn(
             A = cfg.v_th + beta * b
         else:
             A = cfg.v_th
-        i_t = _mm(x[..., t, :], W_in) if step_in else I_in[:, t]
+        i_t = _mm(x[..., t, :], W_in) if step_in else I_in[t]
         i_rec = _mm(z, W_rec)
         z_reset = z.detach() if detach_reset else z
         v = alpha * v + i_t + i_rec - A * z_reset
@@ -305,11 +307,11 @@ def reference_step(cfg: SNNConfig, state: dict, x_t: np.ndarray, W_in: np.ndarra
 
 def leaky_filter(x: torch.Tensor, decay: float, dim: int = 1) -> torch.Tensor:
     """y_t = decay y_{t-1} + x_t along ``dim`` (y_{-1} = 0); differentiable."""
-    x = x.movedim(dim, 0)
+    xs = x.movedim(dim, 0).unbind(0)
     out = []
-    y = torch.zeros_like(x[0])
-    for t in range(x.shape[0]):
-        y = decay * y + x[t]
+    y = torch.zeros_like(xs[0])
+    for x_t in xs:
+        y = decay * y + x_t
         out.append(y)
     return torch.stack(out, dim=0).movedim(0, dim)
 
