@@ -145,16 +145,22 @@ def _is_array(W: Any) -> bool:
 
 
 def _mm(x: torch.Tensor, W: Any) -> torch.Tensor:
-    """x (..., n_in) times W: a (n_in, n) or per-task (B, n_in, n) tensor, or a SynapticArray."""
+    """One step: x (B, n_in) or (n_in,) times W, a (n_in, n) or per-task (B, n_in, n) tensor, or a
+    SynapticArray -> (B, n) or (n,)."""
     if _is_array(W):
         return W.matmul(x)
     if W.dim() == 2:
         return x @ W
     if x.dim() == 1:
         return torch.matmul(x.unsqueeze(0).unsqueeze(0), W).squeeze(1)
-    if x.dim() == 2 and x.shape[0] == W.shape[0]:  # (B, n_in) x (B, n_in, n): one step, per-task weights
-        return torch.bmm(x.unsqueeze(1), W).squeeze(1)
-    return torch.matmul(x, W)  # (B, T, n_in) or (T, n_in) x (B, n_in, n) -> (B, T, n)
+    return torch.bmm(x.unsqueeze(1), W).squeeze(1)
+
+
+def _mm_seq(x: torch.Tensor, W: Any) -> torch.Tensor:
+    """A whole trial: x (B, T, n_in) or (T, n_in) times W (as in :func:`_mm`) -> (B or 1, T, n)."""
+    if _is_array(W):
+        return W.matmul(x)
+    return torch.matmul(x, W)  # broadcasting: (T, i) @ (B, i, n) -> (B, T, n); (B, T, i) @ (i, n) -> (B, T, n)
 
 
 def _no_diag(W: torch.Tensor) -> torch.Tensor:
@@ -237,7 +243,7 @@ def run_snn(
     step_out = _is_array(W_out) if per_step_mvm is None else per_step_mvm
     # unbind: one view per step whose backward is a single stack (indexing I_in[:, t] in the loop would
     # allocate and accumulate a full (B, T, n) gradient per step in BPTT)
-    I_in = None if step_in else _mm(x, W_in).expand(B, T, cfg.n_rec).unbind(1)
+    I_in = None if step_in else _mm_seq(x, W_in).expand(B, T, cfg.n_rec).unbind(1)
 
     alpha, rho = cfg.alpha, cfg.rho
     beta = cfg.beta_vector(dtype, dev) if cfg.n_alif else None
@@ -276,7 +282,7 @@ def run_snn(
         if step_out:
             cur = torch.stack([_mm(Z[:, t], W_out) for t in range(T)], dim=1)
         else:
-            cur = _mm(Z, W_out)
+            cur = _mm_seq(Z, W_out)
         rec.y = leaky_filter(cur, cfg.kappa)
     return rec
 

@@ -231,3 +231,17 @@ def test_released_weights_reproduce_spec_table_500_targets(released):
     rnd = snn.evaluate(released, targets, batch_size=100, update_transform=snn.round_to_grid)
     assert rnd["mse_omega_after"].mean() == pytest.approx(0.0405, rel=0.25)
     assert rnd["mse_xyz_after"].mean() == pytest.approx(0.0134, rel=0.25)
+
+
+def test_per_task_weights_when_batch_equals_steps():
+    """B == T must not confuse a whole-trial product with a per-step one."""
+    cfg = snn.SNNConfig(n_in=2, n_rec=3, n_out=1, v_th=0.5)
+    T = 4
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(T, 2, generator=g) < 0.5).double()
+    W_in = torch.randn(T, 2, 3, generator=g, dtype=torch.float64)  # B = T = 4 tasks
+    W_rec = torch.zeros(3, 3, dtype=torch.float64)
+    rb = snn.run_snn(cfg, x, W_in, W_rec, record_v=True)
+    for k in range(T):
+        r1 = snn.run_snn(cfg, x, W_in[k], W_rec, record_v=True)
+        torch.testing.assert_close(rb.v[k], r1.v[0])
