@@ -43,7 +43,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -538,7 +538,7 @@ class MAML:
         if substrate is None and cfg.bits is not None:
             from pcmeta.hardware import SoftwareSubstrate
 
-            substrate = SoftwareSubstrate(bits=int(cfg.bits))
+            substrate = SoftwareSubstrate(bits=int(cfg.bits), seed=seed)
         self.substrate = substrate
 
     @property
@@ -784,8 +784,6 @@ class Trainer:
         self.sampler = TaskSampler(self.train_pool, cfg.n_way, cfg.k_shot, cfg.n_query,
                                    np.random.default_rng([seed, 1]))
         self.model = MAML(cfg, seed=seed, device=device)
-        if self.model.substrate is not None and hasattr(self.model.substrate, "seed"):
-            pass
         self.opt = torch.optim.Adam(list(self.model.params.values()), lr=cfg.meta_lr)
         self.state = TrainState()
         self._tracked: list[tuple[float, float]] = []

@@ -19,7 +19,6 @@ task for the following resets (``set_task(None)`` goes back to a fresh random ta
 """
 from __future__ import annotations
 
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
