@@ -64,6 +64,17 @@ def register(groups) -> None:
     p.set_defaults(func=_bench)
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+
+
 def _data(args) -> int:
     from pcmeta.tasks.omniglot import OmniglotDataError, download, load_omniglot
 
@@ -84,6 +95,7 @@ def _train(args) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
+    _check_device(args.device)
     from pcmeta.agents.maml import Trainer, preset
 
     cfg = preset(args.preset, iterations=args.iterations, meta_batch=args.meta_batch, bits=args.bits,
@@ -127,6 +139,7 @@ def _eval(args) -> int:
     import torch
 
     torch.set_num_threads(1)
+    _check_device(args.device)
     from pcmeta.agents.maml import MAML, evaluate, mean_ci95
     from pcmeta.tasks.omniglot import TaskSampler, class_pool
 
