@@ -238,3 +238,14 @@ def test_bench_reports_both_implementations(omniglot_dir, monkeypatch):
     r = M.bench_meta_iterations(M.preset("paper-5w5s", meta_batch=2, channels=8), iterations=1)
     assert r["vectorised_it_s"] > 0 and r["loop_it_s"] > 0
     assert r["loss_diff"] < 1e-4  # same tasks, same objective
+
+
+def test_shipped_weights_are_the_default_and_score(tmp_path, omniglot_dir, capsys):
+    """`pcmeta omniglot eval` without --weights/--checkpoint uses agents/weights/paper_5w5s.npz."""
+    from pcmeta.demos.cli import main
+
+    assert (M.WEIGHTS_DIR / "paper_5w5s.npz").is_file() and (M.WEIGHTS_DIR / "paper_5w5s.md").is_file()
+    out = tmp_path / "r.json"
+    assert main(["omniglot", "eval", "--tasks", "200", "--data-dir", str(omniglot_dir), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["weights"].endswith("paper_5w5s.npz") and r["accuracy"] > 0.975
