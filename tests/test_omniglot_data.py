@@ -232,3 +232,19 @@ def test_download_keeps_a_verified_file(tmp_path, monkeypatch):
     og.download(tmp_path, progress=False)
     assert (tmp_path / "images_background.zip").read_bytes() == payload
     assert sorted(os.listdir(tmp_path)) == ["images_background.zip"]
+
+
+def test_cli_data_offline_error_and_present_data(tmp_path, monkeypatch, omniglot_dir, capsys):
+    from pcmeta.demos.cli import main
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(og.urllib.request, "urlopen", offline)
+    assert main(["data", "omniglot", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "images_background.zip" in err and str(tmp_path) in err
+    assert os.listdir(tmp_path) == []
+    # present data is not downloaded again (even offline), only counted
+    assert main(["data", "omniglot", "--data-dir", str(omniglot_dir)]) == 0
+    assert "30 alphabets, 964 characters" in capsys.readouterr().out
