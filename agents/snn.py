@@ -465,10 +465,13 @@ def arm_losses(omega: torch.Tensor, targets: traj.ArmTargets) -> dict[str, torch
 
 
 def rate_regularization(z: torch.Tensor, cfg: SNNConfig, dt_s: float = 1e-3) -> torch.Tensor:
-    """lambda * sum_j (rate_j - target)^2 with rates in spikes per step (Hz * dt), averaged over the batch."""
-    rate = z.mean(dim=1)  # (B, n): spikes per step
+    """Firing-rate regularisation: lambda * sum_j (r_j - f_target dt)^2, where r_j is neuron j's spike count
+    per step averaged over the batch AND the time steps (the population of tasks shares one rate per neuron,
+    as in the authors' training), f_target = ``cfg.rate_target_hz``, lambda = ``cfg.rate_lambda``.
+    z: (B, T, n) spikes."""
+    rate = z.mean(dim=(0, 1))  # (n,): spikes per step
     target = cfg.rate_target_hz * dt_s
-    return cfg.rate_lambda * ((rate - target) ** 2).sum(dim=-1).mean()
+    return cfg.rate_lambda * ((rate - target) ** 2).sum()
 
 
 def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, eta: float = ETA,
@@ -486,8 +489,9 @@ def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, e
     x_lsg = torch.as_tensor(traj.lsg_input(xyz, clean=clean_code), dtype=dtype, device=dev)
     ep = one_shot_episode(params, clock, x_lsg, eta=eta)
     task = arm_losses(ep["omega_after"], targets)
-    reg = (rate_regularization(ep["z_lsg"], LSG) + rate_regularization(ep["z_demo"], LEARNER)
-           + rate_regularization(ep["z_test"], LEARNER))
+    # the learning network's rate is taken over its demonstration and test trials together
+    reg = (rate_regularization(ep["z_lsg"], LSG)
+           + rate_regularization(torch.cat([ep["z_demo"], ep["z_test"]], dim=1), LEARNER))
     loss = task["loss"].mean() + reg
     with torch.no_grad():
         figs = {"loss": float(task["loss"].mean()), "mse_omega": float(task["mse_omega"].mean()),
