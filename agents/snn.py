@@ -46,7 +46,7 @@ __all__ = [
     "SNNConfig", "LEARNER", "LSG", "ETA", "PARAM_KEYS", "SNNRecord", "spike_fn", "run_snn",
     "reference_step", "leaky_filter", "traces", "eprop_update", "load_weights", "default_weights_path",
     "episode_inputs", "one_shot_episode", "arm_losses", "meta_loss", "rate_regularization",
-    "EpropLearner", "evaluate", "summarize",
+    "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid",
 ]
 
 #: Learning rate of the one natural e-prop update.
@@ -655,3 +655,113 @@ def evaluate(
 def round_to_grid(dW: torch.Tensor, step: float = 1.0 / 16) -> torch.Tensor:
     """dW rounded to multiples of ``step`` (round half to even, as the authors' PCM model)."""
     return torch.round(dW / step) * step
+
+
+class EpropAgent:
+    """The one-shot spiking learner as an agent for ``pcmeta/ArmTrajectory-v0`` (or any env with the same
+    task dicts and 2-D joint-velocity actions).
+
+    On a new task: episode 1 is the demonstration (the learning network runs on its clock and its output
+    joint velocities drive the arm, while the LSG sees the task's target path and emits learning signals),
+    then ONE e-prop update is written to the learning network's weights on ``substrate``, then episode 2 is
+    the test trial with the updated weights. The network is open-loop (driven by the clock only), so each
+    episode is the network's whole output sequence, executed step by step in the environment.
+
+    Args:
+        params: weight dict (:data:`PARAM_KEYS`), numpy or torch.
+        substrate: a pcmeta.hardware Substrate for the learning network (default: exact SoftwareSubstrate).
+        substrate_factory: alternatively, a callable giving a fresh substrate per task (a fresh chip).
+        engine: "torch" (float32, one substrate MVM per step) or "brian2" (float64, weights read per trial).
+        settle_s: simulated seconds between programming and the demonstration (PCM drift).
+        digital_readout, clip: as in :func:`evaluate`.
+        brian2_target: brian2 code-generation target.
+    """
+
+    def __init__(self, params: Mapping[str, Any], substrate: Any = None, *, substrate_factory: Callable[[], Any]
+                 | None = None, engine: str = "torch", settle_s: float = 0.0, digital_readout: bool = False,
+                 clip: float | None = None, brian2_target: str = "numpy"):
+        if engine not in ("torch", "brian2"):
+            raise ValueError(f"engine must be 'torch' or 'brian2', got {engine!r}")
+        if substrate is not None and substrate_factory is not None:
+            raise ValueError("give either substrate or substrate_factory, not both")
+        self.engine = engine
+        dtype = torch.float64 if engine == "brian2" else torch.float32
+        self.params = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v, dtype=dtype)
+                       for k, v in params.items()}
+        if substrate is None and substrate_factory is None:
+            from pcmeta.hardware import SoftwareSubstrate
+
+            substrate = SoftwareSubstrate()
+        self.substrate = substrate
+        self.substrate_factory = substrate_factory
+        self.settle_s = float(settle_s)
+        self.digital_readout = digital_readout
+        self.clip = clip
+        self._b2 = None
+        if engine == "brian2":
+            from pcmeta.agents.snn_brian2 import Brian2OneShot
+
+            self._b2 = Brian2OneShot(self.params, target=brian2_target)
+
+    def learn(self, task: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Demonstration -> update -> test for one task dict (keys omega (T, 2), q, xyz (T, 3), start).
+
+        Returns the network outputs omega_demo, omega_test (T, 2) in rad/s and the update dW_in, dW_rec.
+        """
+        xyz = np.asarray(task["xyz"], dtype=np.float64)
+        if xyz.ndim != 2 or xyz.shape[1] != 3:
+            raise ValueError(f"task['xyz'] must have shape (T, 3) in m, got {xyz.shape}")
+        sub = self.substrate_factory() if self.substrate_factory is not None else self.substrate
+        x_lsg = traj.lsg_input(xyz[None])
+        clock = traj.clock_input(xyz.shape[0])
+        if self.engine == "brian2":
+            ep = self._b2.episode(x_lsg[0].astype(np.float64), clock.astype(np.float64), substrate=sub,
+                                  digital_readout=self.digital_readout, settle_s=self.settle_s, clip=self.clip)
+            return {"omega_demo": ep["omega_before"], "omega_test": ep["omega_after"], "dW_in": ep["dW_in"],
+                    "dW_rec": ep["dW_rec"]}
+        p = self.params
+        dt = p["W_in_lsg"].dtype
+        learner = EpropLearner(sub, p["W_in_trainee"], p["W_rec_trainee"], p["W_out_trainee"],
+                               digital_readout=self.digital_readout, dtype=dt, clip=self.clip,
+                               prefix=f"learner{id(self) % 10**6}")
+        try:
+            if self.settle_s:
+                sub.elapse(self.settle_s)
+            with torch.no_grad():
+                ep = one_shot_episode(p, torch.as_tensor(clock, dtype=dt), torch.as_tensor(x_lsg, dtype=dt),
+                                      learner=learner)
+        finally:
+            for k in list(learner.arrays):
+                sub.remove(f"{learner.prefix}.{k}")
+        return {"omega_demo": ep["omega_before"][0].double().numpy(), "omega_test": ep["omega_after"][0].double().numpy(),
+                "dW_in": ep["dW_in"][0].double().numpy(), "dW_rec": ep["dW_rec"][0].double().numpy()}
+
+    @staticmethod
+    def execute(env: Any, task: Mapping[str, Any], omega: np.ndarray) -> np.ndarray:
+        """Run one env episode on ``task`` applying ``omega`` (T, 2) rad/s; returns the executed path (T, 3) m
+        (the effector position after each step from the environment's physics: observation entries 4:7)."""
+        env.unwrapped.set_task(dict(task))
+        env.reset()
+        path = []
+        for t in range(omega.shape[0]):
+            obs, _, _, _, _ = env.step(np.asarray(omega[t], dtype=np.float32))
+            path.append(np.asarray(obs[4:7], dtype=np.float64))
+        return np.asarray(path)
+
+    def one_shot(self, env: Any, task: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Learn a task in one shot and execute both episodes in ``env``.
+
+        ``task`` defaults to a new one from ``env.unwrapped.sample_tasks(1)``. Returns omega_demo/test (T, 2),
+        xyz_demo/test (T, 3, executed by the env), the task, and the MSEs against the target
+        (mse_omega_demo/test in (rad/s)^2, mse_xyz_demo/test in m^2, the executed paths).
+        """
+        if task is None:
+            task = env.unwrapped.sample_tasks(1)[0]
+        out: dict[str, Any] = {"task": task, **self.learn(task)}
+        for tag in ("demo", "test"):
+            om = out[f"omega_{tag}"]
+            out[f"xyz_{tag}"] = self.execute(env, task, om)
+            out[f"mse_omega_{tag}"] = float(np.mean((om - np.asarray(task["omega"])) ** 2))
+            out[f"mse_xyz_{tag}"] = float(np.mean((out[f"xyz_{tag}"] - np.asarray(task["xyz"])) ** 2))
+        return out
+

@@ -245,3 +245,28 @@ def test_per_task_weights_when_batch_equals_steps():
     for k in range(T):
         r1 = snn.run_snn(cfg, x, W_in[k], W_rec, record_v=True)
         torch.testing.assert_close(rb.v[k], r1.v[0])
+
+
+def test_eprop_agent_learns_in_the_arm_env(released):
+    import gymnasium as gym
+
+    env = gym.make("pcmeta.envs:pcmeta/ArmTrajectory-v0")
+    try:
+        env.reset(seed=0)
+        tg = traj.sample_targets(1, rng=77)
+        task = {"robot": tg.robot, "start": tg.start, "omega": tg.omega[0], "q": tg.q[0], "xyz": tg.xyz[0],
+                "omega_path": tg.omega_path[0]}
+        agent = snn.EpropAgent(released)
+        r = agent.one_shot(env, task)
+    finally:
+        env.close()
+    assert r["xyz_demo"].shape == (249, 3) and r["xyz_test"].shape == (249, 3)
+    assert r["mse_xyz_test"] < 0.2 * r["mse_xyz_demo"]
+    assert r["mse_omega_test"] < 0.2 * r["mse_omega_demo"]
+    # the executed path is the env's physics: while no joint limit is touched it equals the kinematics
+    q = np.asarray(task["start"]) + 0.01 * np.cumsum(r["omega_test"], axis=0)
+    inside = np.all((np.abs(q) < np.deg2rad([130.0, 70.0])).all(axis=1))
+    if inside:
+        np.testing.assert_allclose(r["xyz_test"], traj.forward_kinematics(q), atol=1e-4)
+    with pytest.raises(ValueError, match="engine"):
+        snn.EpropAgent(released, engine="tensorflow")
