@@ -35,7 +35,8 @@ def _grads(fn, params):
     ("paper-5w5s", "head", "grouped"), ("classic-5w1s", "all", "grouped"), ("classic-5w1s", "all", "vmap"),
     ("paper-5w5s", "all", "grouped"), ("paper-5w5s", "all", "vmap")])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset, adapt, vectorise, first_order):
+def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset, adapt, vectorise, first_order,
+                                                      monkeypatch):
     """float64: batched (head), grouped-conv or vmap (all) meta-gradients equal a per-task loop to 1e-5.
 
     The vectorised paths use the native batch-norm kernel (head, grouped) or the written-out one under
@@ -47,6 +48,13 @@ def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset
     g = torch.Generator().manual_seed(1)
     p = {k: v + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p.items()}
     l1, a1, g1 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg, vectorise=vectorise), p)
+    # the same in chunks of tasks (CPU speed-up) must not change anything
+    monkeypatch.setattr(M, "CHUNK_IMAGES", 2 * sx.shape[1])
+    monkeypatch.setattr(M, "CHUNK_TASK_IMAGES", 2 * (sx.shape[1] + qx.shape[1]))
+    l3, a3, g3 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg, vectorise=vectorise), p)
+    assert l3.item() == pytest.approx(l1.item(), rel=1e-12)
+    for a, b in zip(g1, g3):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     l2, a2, g2 = _grads(lambda P: M.meta_loss_loop(P, sx, sy, qx, qy, cfg, native_bn=vectorise == "vmap"), p)
     assert l1.item() == pytest.approx(l2.item(), rel=1e-10)
     torch.testing.assert_close(a1, a2)
