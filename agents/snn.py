@@ -46,7 +46,7 @@ __all__ = [
     "SNNConfig", "LEARNER", "LSG", "ETA", "PARAM_KEYS", "SNNRecord", "spike_fn", "run_snn",
     "reference_step", "leaky_filter", "traces", "eprop_update", "load_weights", "default_weights_path",
     "episode_inputs", "one_shot_episode", "arm_losses", "meta_loss", "rate_regularization",
-    "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid",
+    "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM",
 ]
 
 #: Learning rate of the one natural e-prop update.
@@ -765,3 +765,129 @@ class EpropAgent:
             out[f"mse_xyz_{tag}"] = float(np.mean((out[f"xyz_{tag}"] - np.asarray(task["xyz"])) ** 2))
         return out
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the authors' arm PCM model (for the reference row of SPEC section 2)
+# ---------------------------------------------------------------------------------------------------------
+class AuthorsArmPCM:
+    """The statistical PCM model of the authors' arm experiment, as a duck-typed substrate (``place``,
+    ``matmul``, ``update``, ``read``, ``remove``, ``elapse``) so that :class:`EpropLearner` runs on it.
+
+    It reproduces the SPEC section 2 row "PCM model as in the authors' code" (reference loss 0.109) and is
+    NOT the physical model of :mod:`pcmeta.hardware` (use ``PCMSubstrate`` for that). Its conventions
+    (g_max = 25 uS, w_max = 1, drift evaluated at t / t0 = 32, no drift compensation):
+
+    - placing W: every weight is clipped to [-1, 1], gets uniform noise U(-0.01, 0.01) and drift
+      ``clip(W 32^-nu) - W`` with nu = |N(mu(|W|), sigma(|W|))| (the drift term is computed from the
+      UNCLIPPED W, as the authors did: a weight far above 1 lands near 1 + clip(W 32^-nu) - W); no
+      programming noise; the result is clipped to [-1, 1].
+    - every MVM reads the clipped weights with fresh 1/f read noise (Q_s from the conductance in uS,
+      t / t0 = 32, two devices per weight).
+    - ``update(dW)``: dW rounded to multiples of 1/16 (half to even); the changed weights are re-programmed
+      to (current value + dW) with programming noise and a fresh drift 32^-nu; unchanged weights stay.
+    - ``elapse`` is accepted and ignored (the model has one fixed time point).
+
+    Args:
+        seed: seed of all random draws.
+        t_ratio: the drift time ratio t / t0 (32 in the authors' code).
+    """
+
+    G_MAX = 25.0
+
+    def __init__(self, seed: int = 0, t_ratio: float = 32.0):
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.t_ratio = float(t_ratio)
+        self.arrays: dict[str, "_AuthorsArmArray"] = {}
+        self.time_s = 0.0
+
+    def place(self, name: str, W: Any) -> "_AuthorsArmArray":
+        if name in self.arrays:
+            raise ValueError(f"an array named {name!r} is already placed")
+        arr = _AuthorsArmArray(self, name, W)
+        self.arrays[name] = arr
+        return arr
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
+
+    def remove(self, name: str) -> None:
+        del self.arrays[name]
+
+    def elapse(self, seconds: float) -> None:
+        self.time_s += float(seconds)
+
+    def report(self) -> dict:
+        return {"substrate": "authors-arm-pcm", "t_ratio": self.t_ratio,
+                "arrays": {k: {"shape": a.shape, "updates": a.updates} for k, a in self.arrays.items()}}
+
+    # -- the model's pieces (w in weight units = conductance / g_max)
+    def _randn(self, shape) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, dtype=torch.float64)
+
+    def _drift(self, w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        lg = torch.log(w.abs())  # -inf for 0: mu and sigma then sit at their upper clip bounds
+        mu = torch.clamp(-0.0155 * lg + 0.0244, 0.049, 0.1)
+        sig = torch.clamp(-0.0125 * lg - 0.0059, 0.008, 0.045)
+        nu = (mu + sig * self._randn(w.shape)).abs()
+        if mask is not None:
+            nu = nu * mask
+        return torch.clamp(w * self.t_ratio ** (-nu), -1.0, 1.0) - w
+
+    def _split_noise(self, w: torch.Tensor, noise_uS: torch.Tensor) -> torch.Tensor:
+        """Add noise (uS) to the device carrying each weight (G+ or G-), clip to [0, g_max], back to weights."""
+        g = w * self.G_MAX
+        pos, neg = g.clamp(min=0.0), g.clamp(max=0.0)
+        pos = torch.clamp(pos + noise_uS * (pos != 0), 0.0, self.G_MAX)
+        neg = torch.clamp(neg + noise_uS * (neg != 0), -self.G_MAX, 0.0)
+        return (pos + neg) / self.G_MAX
+
+    def _prog_noise(self, w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        gn = w.abs()  # normalised conductance g / g_max
+        sigma = torch.clamp(-1.1731 * gn ** 2 + 1.9650 * gn + 0.2635, min=0.0)
+        return self._split_noise(w, mask * sigma * self._randn(w.shape)) - w
+
+    def _read(self, w: torch.Tensor) -> torch.Tensor:
+        wc = w.clamp(-1.0, 1.0)
+        g = (wc * self.G_MAX).abs()
+        q_s = torch.clamp(0.0088 / g ** 0.65, max=0.2)  # g in uS (as the authors); g = 0 gives inf -> 0.2
+        t_read = 250e-9
+        sigma = g * q_s * math.sqrt(math.log((self.t_ratio + t_read) / t_read)) * math.sqrt(0.5)
+        return self._split_noise(wc, sigma * self._randn(w.shape)).clamp(-1.0, 1.0)
+
+
+class _AuthorsArmArray:
+    def __init__(self, sub: AuthorsArmPCM, name: str, W: Any):
+        self.substrate, self.name = sub, name
+        self._numpy = not torch.is_tensor(W)
+        W = torch.as_tensor(np.asarray(W) if self._numpy else W.detach(), dtype=torch.float64)
+        if W.dim() != 2:
+            raise ValueError(f"{name}: W must be 2-D (in, out), got shape {tuple(W.shape)}")
+        self.shape = tuple(W.shape)
+        uni = (torch.rand(W.shape, generator=sub.generator, dtype=torch.float64) * 2 - 1) * 0.01
+        self.w = torch.clamp(W.clamp(-1.0, 1.0) + uni + sub._drift(W, None), -1.0, 1.0)
+        self.updates = 0
+
+    def matmul(self, x: Any) -> Any:
+        """x @ (weights read with fresh noise). One noise sample per call, shared by a batch (as the authors'
+        model); only rows with a non-zero input are read (the others cannot affect the result)."""
+        xt = torch.as_tensor(np.asarray(x)) if not torch.is_tensor(x) else x
+        x2 = xt.reshape(-1, self.shape[0]).to(torch.float64)
+        rows = torch.nonzero((x2 != 0).any(dim=0)).ravel()
+        y = x2[:, rows] @ self.substrate._read(self.w[rows])
+        y = y.reshape(*xt.shape[:-1], self.shape[1])
+        return y.numpy() if not torch.is_tensor(x) else y.to(xt.dtype)
+
+    def update(self, dW: Any) -> None:
+        d = torch.as_tensor(np.asarray(dW) if not torch.is_tensor(dW) else dW.detach(), dtype=torch.float64)
+        if tuple(d.shape) != self.shape:
+            raise ValueError(f"{self.name}: dW must have shape {self.shape}, got {tuple(d.shape)}")
+        dq = torch.round(d * 16.0) / 16.0
+        mask = (dq != 0).to(torch.float64)
+        w1 = self.w + dq
+        sub = self.substrate
+        self.w = torch.clamp(w1.clamp(-1.0, 1.0) + sub._prog_noise(w1, mask) + sub._drift(w1, mask), -1.0, 1.0)
+        self.updates += 1
+
+    def read(self) -> Any:
+        return self.w.numpy().copy() if self._numpy else self.w.clone()

@@ -30,8 +30,10 @@ def register(groups) -> None:
                    help="weights in the released layout (default: the authors' ../shared/reference/"
                         "authors_arm_natural_eprop.npz beside the repository)")
     p.add_argument("--tasks", type=int, default=100, help="number of new targets (default 100)")
-    p.add_argument("--substrate", choices=["software", "pcm"], default="software",
-                   help="where the learning network's weights live (default software: exact float)")
+    p.add_argument("--substrate", choices=["software", "pcm", "pcm-authors"], default="software",
+                   help="where the learning network's weights live: software (exact float, default), pcm "
+                        "(pcmeta.hardware.PCMSubstrate, the physical model) or pcm-authors (the authors' "
+                        "statistical arm model at t/t0 = 32, SPEC section 2's reference row; torch engine)")
     p.add_argument("--time", default="1min",
                    help="simulated time between programming and the demonstration (PCM drift), e.g. 1min, 1d, "
                         "620s (default 1min; no effect on software)")
@@ -99,8 +101,16 @@ def _arm_eval(args) -> int:
     dtype = torch.float64 if (args.float64 or args.engine == "brian2") else torch.float32
     params = snn.load_weights(args.weights, dtype=dtype)
     targets = traj.sample_targets(args.tasks, robot=args.robot, rng=np.random.default_rng(args.seed))
-    clip = None if (args.substrate == "software" or args.no_clip) else 1.0
+    clip = None if (args.substrate != "pcm" or args.no_clip) else 1.0
     factory = _pcm_factory(args, clip is not None) if args.substrate == "pcm" else None
+    if args.substrate == "pcm-authors":
+        if args.engine != "torch":
+            raise ValueError("--substrate pcm-authors draws read noise on every MVM: use --engine torch")
+        counter = {"k": 0}
+
+        def factory():
+            counter["k"] += 1
+            return snn.AuthorsArmPCM(seed=args.seed * 100003 + counter["k"])
     if args.round_update and args.substrate != "software":
         raise ValueError("--round-update applies to --substrate software (PCM rounds its updates itself)")
     t0 = time.perf_counter()
@@ -120,6 +130,8 @@ def _arm_eval(args) -> int:
     stats = {k: snn.summarize(res[k]) for k in ("mse_omega_before", "mse_omega_after", "mse_xyz_before",
                                                  "mse_xyz_after", "loss_before", "loss_after")}
     cond = args.substrate + (f" (t = {args.time})" if args.substrate == "pcm" else "")
+    if args.substrate == "pcm-authors":
+        cond += " (t/t0 = 32)"
     if args.round_update:
         cond += ", update rounded to 1/16"
     print(f"one-shot arm learning, {args.tasks} new targets, engine {args.engine}, substrate {cond}, "
@@ -134,6 +146,7 @@ def _arm_eval(args) -> int:
            "loss_after": stats["loss_after"][0], "tasks": args.tasks,
            "sem": {k: v[1] for k, v in stats.items()}, "loss_before": stats["loss_before"][0],
            "engine": args.engine, "substrate": args.substrate, "time_s": settle if args.substrate == "pcm" else None,
+           "digital_readout": bool(args.digital_readout), "clip": clip,
            "round_update": bool(args.round_update), "seed": args.seed,
            "weights": str(args.weights or snn.default_weights_path()), "wall_s": wall}
     if args.engine == "brian2":

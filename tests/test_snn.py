@@ -270,3 +270,26 @@ def test_eprop_agent_learns_in_the_arm_env(released):
         np.testing.assert_allclose(r["xyz_test"], traj.forward_kinematics(q), atol=1e-4)
     with pytest.raises(ValueError, match="engine"):
         snn.EpropAgent(released, engine="tensorflow")
+
+
+def test_authors_arm_pcm_model():
+    sub = snn.AuthorsArmPCM(seed=0)
+    W = np.array([[0.5, -0.3, 0.0], [2.0, -1.5, 0.02]])
+    arr = sub.place("w", W)
+    w0 = arr.read()
+    assert np.all(np.abs(w0) <= 1.0)
+    assert np.all(w0[0, :2] * W[0, :2] > 0) and np.all(np.abs(w0[0, :2]) < np.abs(W[0, :2]) + 0.011)  # drift shrinks
+    # reads are noisy per MVM, zero input gives zero output
+    x = np.array([[1.0, 0.0]])
+    assert not np.allclose(arr.matmul(x), arr.matmul(x))
+    np.testing.assert_array_equal(arr.matmul(np.zeros((1, 2))), np.zeros((1, 3)))
+    # updates are rounded to 1/16; only changed entries are re-programmed
+    dW = np.zeros((2, 3))
+    dW[0, 0] = 0.02   # rounds to 0: unchanged
+    dW[0, 1] = 0.1    # rounds to 1/16 (0.0625)
+    arr.update(dW)
+    w1 = arr.read()
+    assert w1[0, 0] == w0[0, 0] and np.array_equal(w1[1], w0[1])
+    assert w1[0, 1] != w0[0, 1]
+    with pytest.raises(ValueError, match="already placed"):
+        sub.place("w", W)
