@@ -54,6 +54,27 @@ def register(groups) -> None:
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT")
     p.set_defaults(func=_arm_eval)
 
+    d = groups["arm"].add_parser(
+        "demo", help="one-shot learning of a new arm movement: demonstration, ONE update, test, rendered",
+        description="Draws a new target (--seed), runs the demonstration trial (the LSG sees the target), writes "
+                    "ONE natural e-prop update to the learning network's weights on --substrate, runs the test "
+                    "trial, executes both trials in pcmeta/ArmTrajectory-v0 (PyBullet) side by side, prints the "
+                    "MSEs and writes the animation and a PNG plot.")
+    d.add_argument("--weights", metavar="PATH.npz", default=None,
+                   help="weights in the released layout (default: the authors' released weights)")
+    d.add_argument("--substrate", choices=["software", "pcm", "pcm-authors"], default="pcm")
+    d.add_argument("--time", default="1min", help="pcm: simulated time between programming and the demonstration")
+    d.add_argument("--digital-readout", action="store_true", help="pcm: keep the fixed readout W_out digital")
+    d.add_argument("--engine", choices=["torch", "brian2"], default="brian2")
+    d.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy")
+    d.add_argument("--seed", type=int, default=0, help="selects the target (env reset seed) and the PCM seed")
+    d.add_argument("--out", default="demo.gif", help="animation, .gif or .mp4 (default demo.gif)")
+    d.add_argument("--plot", default=None, help="PNG plot (default: --out with the suffix .png)")
+    d.add_argument("--every", type=int, default=3, help="render every N-th step (default 3)")
+    d.add_argument("--no-video", action="store_true", help="only the MSEs and the plot")
+    d.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    d.set_defaults(func=_arm_demo)
+
     b = groups["bench"].add_parser(
         "snn", help="wall time of one one-shot episode in torch and brian2, meta-training iterations/s",
         description="Times one one-shot episode (demonstration, LSG, update, test) in torch and in brian2 "
@@ -157,6 +178,128 @@ def _arm_eval(args) -> int:
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _arm_demo(args) -> int:
+    import numpy as np
+    import torch
+
+    from pcmeta.agents import snn
+    from pcmeta.envs.arm import ArmTrajectoryEnv
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(1)
+    if args.every < 1:
+        raise ValueError(f"--every must be >= 1, got {args.every}")
+    video = not args.no_video
+    if video and Path(args.out).suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"--out must end in .gif or .mp4, got {args.out!r}")
+    plot_path = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
+    if plot_path.suffix.lower() != ".png":
+        raise ValueError(f"--plot must end in .png, got {str(plot_path)!r}")
+    settle = parse_duration(args.time)
+    params = snn.load_weights(args.weights, dtype=torch.float64 if args.engine == "brian2" else torch.float32)
+    if args.substrate == "pcm":
+        factory, clip = _pcm_factory(args, True), 1.0
+    elif args.substrate == "pcm-authors":
+        if args.engine != "torch":
+            raise ValueError("--substrate pcm-authors draws read noise on every MVM: use --engine torch")
+        factory, clip = (lambda: snn.AuthorsArmPCM(seed=args.seed)), None
+    else:
+        factory, clip = None, None
+    agent = snn.EpropAgent(params, substrate_factory=factory, engine=args.engine, settle_s=settle,
+                           digital_readout=args.digital_readout, clip=clip, brian2_target=args.brian2_target)
+    envs = [ArmTrajectoryEnv(render_mode="rgb_array" if video else None) for _ in range(2)]
+    try:
+        _, info = envs[0].reset(seed=args.seed)
+        task = info["target"]
+        t0 = time.perf_counter()
+        res = agent.learn(task)
+        t_learn = time.perf_counter() - t0
+        frames, paths = [], [np.zeros((len(task["xyz"]), 3)) for _ in envs]
+        for env in envs:
+            env.set_task(task)
+            env.reset()
+        if video:
+            frames.append(_side_by_side([e.render() for e in envs]))
+        T = len(task["xyz"])
+        for t in range(T):
+            for k, (env, om) in enumerate(zip(envs, (res["omega_demo"], res["omega_test"]))):
+                obs, *_ = env.step(np.asarray(om[t], dtype=np.float32))
+                paths[k][t] = obs[4:7]
+            if video and ((t + 1) % args.every == 0 or t == T - 1):
+                frames.append(_side_by_side([e.render() for e in envs]))
+    finally:
+        for env in envs:
+            env.close()
+    figs = {"seed": args.seed, "substrate": args.substrate, "engine": args.engine}
+    for k, tag in enumerate(("demo", "test")):
+        figs[f"mse_omega_{tag}"] = float(np.mean((res[f"omega_{tag}"] - task["omega"]) ** 2))
+        figs[f"mse_xyz_{tag}"] = float(np.mean((paths[k] - task["xyz"]) ** 2))
+    figs["learn_s"] = t_learn
+    print(f"one-shot arm demo: target seed {args.seed}, substrate {args.substrate}"
+          f"{f' (t = {args.time})' if args.substrate == 'pcm' else ''}, engine {args.engine}")
+    print(f"{'':<26}{'MSE omega (rad/s)^2':>20}{'MSE xyz (m^2, executed)':>26}")
+    print(f"{'demonstration (before)':<26}{figs['mse_omega_demo']:>20.4f}{figs['mse_xyz_demo']:>26.4f}")
+    print(f"{'test (after ONE update)':<26}{figs['mse_omega_test']:>20.4f}{figs['mse_xyz_test']:>26.4f}")
+    if video:
+        from pcmeta.demos.cli_arm import _write_animation
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        _write_animation(frames, args.out, fps=1.0 / (args.every * 0.01))
+        print(f"wrote {args.out} ({len(frames)} frames: left the demonstration, right the test trial)")
+    _plot_demo(task, res, paths, plot_path, figs)
+    print(f"wrote {plot_path}")
+    figs["wall_s"] = time.perf_counter() - t_start
+    print(f"wall time {figs['wall_s']:.1f} s (learning: demonstration + update + test {t_learn:.2f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figs, indent=2))
+    return 0
+
+
+def _side_by_side(frames):
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    out = []
+    for f, label in zip(frames, ("demonstration (before)", "test (after ONE update)")):
+        img = Image.fromarray(np.ascontiguousarray(f))
+        ImageDraw.Draw(img).text((6, img.height - 14), label, fill=(0, 0, 0))
+        out.append(np.asarray(img))
+    gap = np.full((out[0].shape[0], 4, 3), 255, dtype=np.uint8)
+    return np.concatenate([out[0], gap, out[1]], axis=1)
+
+
+def _plot_demo(task, res, paths, path: Path, figs) -> None:
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    T = len(task["xyz"])
+    ts = (np.arange(T) + 1) * 0.01
+    fig = Figure(figsize=(8.0, 9.0), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(5, 1, sharex=True)
+    for i, name in enumerate("xyz"):
+        ax = axes[i]
+        ax.plot(ts, task["xyz"][:, i], color="#dc1e1e", lw=2.5, label="target")
+        ax.plot(ts, paths[0][:, i], color="#888888", lw=1.2, label="demonstration (before update)")
+        ax.plot(ts, paths[1][:, i], color="#1450e6", lw=1.2, ls="--", label="test (after ONE update)")
+        ax.set_ylabel(f"{name} (m)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", fontsize=8)
+    axes[0].set_title(f"one-shot learning, target seed {figs['seed']}, {figs['substrate']}, {figs['engine']}: "
+                      f"MSE xyz {figs['mse_xyz_demo']:.3g} -> {figs['mse_xyz_test']:.3g} m$^2$")
+    for j in range(2):
+        ax = axes[3 + j]
+        ax.plot(ts, task["omega"][:, j], color="#dc1e1e", lw=2.5)
+        ax.plot(ts, res["omega_demo"][:, j], color="#888888", lw=1.0)
+        ax.plot(ts, res["omega_test"][:, j], color="#1450e6", lw=1.2, ls="--")
+        ax.set_ylabel(f"omega q{j + 1} (rad/s)")
+        ax.grid(alpha=0.3)
+    axes[4].set_xlabel("arm time (s)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def _bench_snn(args) -> int:

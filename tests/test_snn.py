@@ -293,3 +293,16 @@ def test_authors_arm_pcm_model():
     assert w1[0, 1] != w0[0, 1]
     with pytest.raises(ValueError, match="already placed"):
         sub.place("w", W)
+
+
+def test_cli_arm_demo_writes_plot_and_json(tmp_path, capsys):
+    from pcmeta.demos.cli import main
+
+    plot, js = tmp_path / "demo.png", tmp_path / "demo.json"
+    rc = main(["arm", "demo", "--substrate", "software", "--engine", "torch", "--seed", "3", "--no-video",
+               "--plot", str(plot), "--json", str(js)])
+    assert rc == 0 and plot.stat().st_size > 10_000
+    d = json.loads(js.read_text())
+    assert d["mse_xyz_test"] < 0.2 * d["mse_xyz_demo"]
+    assert "test (after ONE update)" in capsys.readouterr().out
+    assert main(["arm", "demo", "--out", str(tmp_path / "demo.avi")]) == 2
