@@ -46,7 +46,8 @@ __all__ = [
     "SNNConfig", "LEARNER", "LSG", "ETA", "PARAM_KEYS", "SNNRecord", "spike_fn", "run_snn",
     "reference_step", "leaky_filter", "traces", "eprop_update", "load_weights", "default_weights_path",
     "episode_inputs", "one_shot_episode", "arm_losses", "meta_loss", "rate_regularization",
-    "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM",
+    "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM", "init_params",
+    "meta_train", "save_weights_npz", "load_checkpoint_params",
 ]
 
 #: Learning rate of the one natural e-prop update.
@@ -891,3 +892,130 @@ class _AuthorsArmArray:
 
     def read(self) -> Any:
         return self.w.numpy().copy() if self._numpy else self.w.clone()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# meta-training (BPTT through the one e-prop update)
+# ---------------------------------------------------------------------------------------------------------
+def init_params(seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Random initial weights with the authors' scales: inputs and recurrent N(0, 1/n_pre), the LSG readout
+    Glorot-uniform, the learning network's readout N(0, 1/n) * (1 - kappa)."""
+    g = torch.Generator().manual_seed(int(seed))
+    n = lambda a, b: torch.randn(a, b, generator=g, dtype=torch.float64) / math.sqrt(a)  # noqa: E731
+    lim = math.sqrt(6.0 / (LSG.n_rec + LSG.n_out))
+    p = {
+        "W_in_lsg": n(LSG.n_in, LSG.n_rec), "W_rec_lsg": n(LSG.n_rec, LSG.n_rec),
+        "W_out_lsg": (torch.rand(LSG.n_rec, LSG.n_out, generator=g, dtype=torch.float64) * 2 - 1) * lim,
+        "W_in_trainee": n(LEARNER.n_in, LEARNER.n_rec), "W_rec_trainee": n(LEARNER.n_rec, LEARNER.n_rec),
+        "W_out_trainee": n(LEARNER.n_rec, LEARNER.n_out) * (1.0 - LEARNER.kappa),
+    }
+    return {k: v.to(dtype) for k, v in p.items()}
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def save_weights_npz(params: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Write a weight dict in the released .npz layout (float32, (pre, post)), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **{k: params[k].detach().cpu().float().numpy() for k in PARAM_KEYS})
+    tmp.replace(path)
+
+
+def load_checkpoint_params(path: str | Path, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """The parameters of a :func:`meta_train` checkpoint (``checkpoint.pt``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    ck = torch.load(p, map_location="cpu", weights_only=True)
+    if "params" not in ck:
+        raise ValueError(f"{p} is not a pcmeta arm checkpoint (no 'params')")
+    return {k: ck["params"][k].to(dtype) for k in PARAM_KEYS}
+
+
+def meta_train(
+    out_dir: str | Path,
+    iterations: int,
+    *,
+    batch: int = 90,
+    lr: float = 1.5e-3,
+    lr_decay: float = 0.99,
+    decay_every: int = 500,
+    seed: int = 0,
+    init: str = "random",
+    init_weights: str | Path | None = None,
+    clean_code: bool = False,
+    device: str = "cpu",
+    checkpoint_every: int = 25,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Meta-train the LSG and the learning network's initial weights (SPEC section 2, outer loop).
+
+    Each iteration draws ``batch`` new targets (from a generator seeded by (seed, iteration), so a resumed
+    run sees the same data), runs demonstration -> update -> test, and takes one Adam step on
+    :func:`meta_loss` (lr decayed by ``lr_decay`` every ``decay_every`` iterations). Every
+    ``checkpoint_every`` iterations ``out_dir/checkpoint.pt`` (parameters, optimizer, history) and
+    ``out_dir/weights.npz`` (released layout) are written atomically; ``resume`` continues from the
+    checkpoint. ``init``: "random" (:func:`init_params`) or "weights" (``init_weights`` .npz).
+
+    Returns a dict with the final iteration, the history (per-iteration loss figures) and the paths.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    ck_path, w_path = out / "checkpoint.pt", out / "weights.npz"
+    dev = torch.device(device)
+    if resume and ck_path.is_file():
+        ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+        params = {k: ck["params"][k].to(dev).requires_grad_(True) for k in PARAM_KEYS}
+        start, history = int(ck["iteration"]), list(ck["history"])
+    else:
+        if resume:
+            raise FileNotFoundError(f"--resume: no checkpoint at {ck_path}")
+        if init == "random":
+            p0 = init_params(seed)
+        elif init == "weights":
+            p0 = load_weights(init_weights)
+        else:
+            raise ValueError(f"init must be 'random' or 'weights', got {init!r}")
+        params = {k: p0[k].to(dev).requires_grad_(True) for k in PARAM_KEYS}
+        start, history, ck = 0, [], None
+    opt = torch.optim.Adam([params[k] for k in PARAM_KEYS], lr=lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=decay_every, gamma=lr_decay)
+    if ck is not None:
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+
+    def save(it: int) -> None:
+        _atomic_save({"params": {k: v.detach().cpu() for k, v in params.items()}, "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "iteration": it, "history": history,
+                      "config": {"batch": batch, "lr": lr, "lr_decay": lr_decay, "decay_every": decay_every,
+                                 "seed": seed, "init": init, "clean_code": clean_code}}, ck_path)
+        save_weights_npz(params, w_path)
+
+    bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
+               desc="meta-training", unit="it")
+    for it in bar:
+        targets = traj.sample_targets(batch, rng=np.random.default_rng([seed, it]))
+        loss, figs = meta_loss(params, targets, clean_code=clean_code)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        figs["iteration"] = it
+        history.append(figs)
+        bar.set_postfix(loss=f"{figs['loss']:.4f}", reg=f"{figs['reg']:.4f}")
+        if (it + 1) % checkpoint_every == 0 or it + 1 == iterations:
+            save(it + 1)
+    bar.close()
+    if start >= iterations and not ck_path.is_file():
+        save(start)
+    return {"iteration": max(start, iterations), "history": history, "checkpoint": str(ck_path),
+            "weights": str(w_path)}

@@ -29,6 +29,8 @@ def register(groups) -> None:
     p.add_argument("--weights", metavar="PATH.npz", default=None,
                    help="weights in the released layout (default: the authors' ../shared/reference/"
                         "authors_arm_natural_eprop.npz beside the repository)")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="a checkpoint.pt of pcmeta arm train (instead of --weights)")
     p.add_argument("--tasks", type=int, default=100, help="number of new targets (default 100)")
     p.add_argument("--substrate", choices=["software", "pcm", "pcm-authors"], default="software",
                    help="where the learning network's weights live: software (exact float, default), pcm "
@@ -53,6 +55,29 @@ def register(groups) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the targets and of the PCM substrate")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT")
     p.set_defaults(func=_arm_eval)
+
+    t = groups["arm"].add_parser(
+        "train", help="meta-train the LSG and the learning network (BPTT through the one e-prop update)",
+        description="Meta-training of SPEC section 2: per iteration a batch of new targets, demonstration -> "
+                    "LSG -> ONE e-prop update -> test trial, Adam on 0.5 MSE_omega + 0.5 MSE_xyz + rate "
+                    "regularisation. Checkpoints (atomic) to OUT/checkpoint.pt and OUT/weights.npz.")
+    t.add_argument("--out", default="runs/arm/meta", help="run folder (default runs/arm/meta)")
+    t.add_argument("--iterations", type=int, default=100000, help="total iterations (default 100000, the paper)")
+    t.add_argument("--batch", type=int, default=90, help="tasks per iteration (default 90)")
+    t.add_argument("--lr", type=float, default=1.5e-3)
+    t.add_argument("--lr-decay", type=float, default=0.99, help="lr factor every --decay-every iterations")
+    t.add_argument("--decay-every", type=int, default=500)
+    t.add_argument("--init", choices=["random", "weights"], default="random",
+                   help="random (the authors' initial scales) or --weights (e.g. fine-tune the released ones)")
+    t.add_argument("--weights", metavar="PATH.npz", default=None, help="with --init weights")
+    t.add_argument("--clean-code", action="store_true",
+                   help="LSG input: the Gray code without wrap-around instead of the paper's code")
+    t.add_argument("--checkpoint-every", type=int, default=25)
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_arm_train)
 
     d = groups["arm"].add_parser(
         "demo", help="one-shot learning of a new arm movement: demonstration, ONE update, test, rendered",
@@ -120,7 +145,10 @@ def _arm_eval(args) -> int:
     settle = parse_duration(args.time)
     torch.set_num_threads(1)
     dtype = torch.float64 if (args.float64 or args.engine == "brian2") else torch.float32
-    params = snn.load_weights(args.weights, dtype=dtype)
+    if args.checkpoint and args.weights:
+        raise ValueError("give --weights or --checkpoint, not both")
+    params = (snn.load_checkpoint_params(args.checkpoint, dtype=dtype) if args.checkpoint
+              else snn.load_weights(args.weights, dtype=dtype))
     targets = traj.sample_targets(args.tasks, robot=args.robot, rng=np.random.default_rng(args.seed))
     clip = None if (args.substrate != "pcm" or args.no_clip) else 1.0
     factory = _pcm_factory(args, clip is not None) if args.substrate == "pcm" else None
@@ -169,7 +197,7 @@ def _arm_eval(args) -> int:
            "engine": args.engine, "substrate": args.substrate, "time_s": settle if args.substrate == "pcm" else None,
            "digital_readout": bool(args.digital_readout), "clip": clip,
            "round_update": bool(args.round_update), "seed": args.seed,
-           "weights": str(args.weights or snn.default_weights_path()), "wall_s": wall}
+           "weights": str(args.checkpoint or args.weights or snn.default_weights_path()), "wall_s": wall}
     if args.engine == "brian2":
         out["brian2_codegen_s"] = res.get("codegen_s")
         out["brian2_episode_s"] = float(np.mean(res["episode_s"]))
@@ -177,6 +205,30 @@ def _arm_eval(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
+    return 0
+
+
+def _arm_train(args) -> int:
+    import torch
+
+    from pcmeta.agents import snn
+
+    if args.iterations < 1 or args.batch < 1 or args.checkpoint_every < 1:
+        raise ValueError("--iterations, --batch and --checkpoint-every must be >= 1")
+    if args.init == "weights" and not args.weights:
+        raise ValueError("--init weights needs --weights PATH.npz")
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    res = snn.meta_train(args.out, args.iterations, batch=args.batch, lr=args.lr, lr_decay=args.lr_decay,
+                         decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
+                         clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
+                         resume=args.resume)
+    h = res["history"]
+    if h:
+        last = h[-min(len(h), 50):]
+        print(f"iteration {res['iteration']}: mean loss of the last {len(last)} iterations "
+              f"{sum(x['loss'] for x in last) / len(last):.4f}")
+    print(f"wall time {time.perf_counter() - t0:.1f} s; checkpoint {res['checkpoint']}, weights {res['weights']}")
     return 0
 
 

@@ -306,3 +306,20 @@ def test_cli_arm_demo_writes_plot_and_json(tmp_path, capsys):
     assert d["mse_xyz_test"] < 0.2 * d["mse_xyz_demo"]
     assert "test (after ONE update)" in capsys.readouterr().out
     assert main(["arm", "demo", "--out", str(tmp_path / "demo.avi")]) == 2
+
+
+def test_meta_train_resume_is_exact(tmp_path):
+    a = snn.meta_train(tmp_path / "a", 3, batch=2, checkpoint_every=1, seed=5, progress=False)
+    snn.meta_train(tmp_path / "b", 2, batch=2, checkpoint_every=1, seed=5, progress=False)
+    b = snn.meta_train(tmp_path / "b", 3, batch=2, checkpoint_every=1, seed=5, resume=True, progress=False)
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    pa = snn.load_checkpoint_params(tmp_path / "a" / "checkpoint.pt")
+    pb = snn.load_checkpoint_params(tmp_path / "b" / "checkpoint.pt")
+    for k in snn.PARAM_KEYS:
+        assert torch.equal(pa[k], pb[k]), k
+    w = snn.load_weights(tmp_path / "a" / "weights.npz")  # the released layout, loadable by arm eval
+    assert torch.equal(w["W_rec_lsg"], pa["W_rec_lsg"])
+    p0 = snn.init_params(5)
+    assert not torch.equal(p0["W_in_lsg"], pa["W_in_lsg"])  # the optimizer moved the weights
+    with pytest.raises(FileNotFoundError):
+        snn.meta_train(tmp_path / "c", 1, batch=1, resume=True, progress=False)
