@@ -1,4 +1,4 @@
-"""CLI of the spiking learner: ``pcmeta arm eval`` and ``pcmeta bench snn``.
+"""CLI of the spiking learner: ``pcmeta arm eval``, ``arm train``, ``arm demo`` and ``pcmeta bench snn``.
 
 Registration is cheap; torch / brian2 are imported inside the handlers.
 """
