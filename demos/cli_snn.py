@@ -45,6 +45,8 @@ def register(groups) -> None:
     p.add_argument("--round-update", action="store_true",
                    help="software only: round the update to multiples of 1/16 (the PCM update grid)")
     p.add_argument("--digital-readout", action="store_true", help="pcm: keep the fixed readout W_out digital")
+    p.add_argument("--drift-compensation", choices=["none", "global", "per_column"], default="none",
+                   help="pcm: digital drift compensation of the MVM outputs (default none, as the authors)")
     p.add_argument("--no-clip", action="store_true",
                    help="pcm: do not clip the initial weights to [-1, 1] (the authors' PCM model clips); "
                         "uses per-array w_max = max|W| instead")
@@ -90,6 +92,8 @@ def register(groups) -> None:
     d.add_argument("--substrate", choices=["software", "pcm", "pcm-authors"], default="pcm")
     d.add_argument("--time", default="1min", help="pcm: simulated time between programming and the demonstration")
     d.add_argument("--digital-readout", action="store_true", help="pcm: keep the fixed readout W_out digital")
+    d.add_argument("--drift-compensation", choices=["none", "global", "per_column"], default="none",
+                   help="pcm: digital drift compensation of the MVM outputs")
     d.add_argument("--engine", choices=["torch", "brian2"], default="brian2")
     d.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy")
     d.add_argument("--seed", type=int, default=0, help="selects the target (env reset seed) and the PCM seed")
@@ -123,7 +127,7 @@ def _pcm_factory(args, clip: bool):
     # every MVM; no DAC/ADC or output noise in their model.
     cfg = PCMConfig(w_max=1.0 if clip else None, weight_bits=None, update_grid=1.0 / 16, update_rounding="nearest",
                     update_base="drifted", dac_bits=None, adc_bits=None, out_noise=0.0, read_noise="per_mvm",
-                    drift_compensation="none", seed=args.seed)
+                    drift_compensation=getattr(args, "drift_compensation", "none"), seed=args.seed)
     counter = {"k": 0}
 
     def make():
@@ -179,6 +183,9 @@ def _arm_eval(args) -> int:
     stats = {k: snn.summarize(res[k]) for k in ("mse_omega_before", "mse_omega_after", "mse_xyz_before",
                                                  "mse_xyz_after", "loss_before", "loss_after")}
     cond = args.substrate + (f" (t = {args.time})" if args.substrate == "pcm" else "")
+    if args.substrate == "pcm" and (args.drift_compensation != "none" or args.digital_readout or args.no_clip):
+        cond += (f", drift compensation {args.drift_compensation}" + (", digital readout" if args.digital_readout
+                 else "") + (", no clipping (w_max per array)" if args.no_clip else ""))
     if args.substrate == "pcm-authors":
         cond += " (t/t0 = 32)"
     if args.round_update:
@@ -196,6 +203,7 @@ def _arm_eval(args) -> int:
            "sem": {k: v[1] for k, v in stats.items()}, "loss_before": stats["loss_before"][0],
            "engine": args.engine, "substrate": args.substrate, "time_s": settle if args.substrate == "pcm" else None,
            "digital_readout": bool(args.digital_readout), "clip": clip,
+           "drift_compensation": args.drift_compensation if args.substrate == "pcm" else None,
            "round_update": bool(args.round_update), "seed": args.seed,
            "weights": str(args.checkpoint or args.weights or snn.default_weights_path()), "wall_s": wall}
     if args.engine == "brian2":
