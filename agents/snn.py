@@ -26,9 +26,13 @@ the 16-bit code of the target path, 250 learning signals out).
 
 Deployment: :class:`EpropLearner` keeps the learning network's W_in and W_rec (and the fixed readout
 W_out) as :class:`pcmeta.hardware` SynapticArrays: every time step is one ``matmul`` per array, the
-update is one ``update(dW)``. Meta-training: :func:`one_shot_episode` is a pure function of a parameter
+update is one ``update(dW)``. :class:`EpropAgent` drives ``pcmeta/ArmTrajectory-v0`` (demonstration episode,
+update, test episode). :class:`AuthorsArmPCM` is the authors' statistical arm PCM model (SPEC's reference
+row), as a duck-typed substrate. Meta-training: :func:`one_shot_episode` is a pure function of a parameter
 dict, differentiable end to end (surrogate gradient = the pseudo-derivative above), so that BPTT through
-the e-prop update is ``loss.backward()`` (:func:`meta_loss`).
+the e-prop update is ``loss.backward()`` (:func:`meta_loss`); :func:`meta_train` is the resumable loop.
+Evaluation: :func:`evaluate` (batched float, or one task at a time on a substrate); the brian2 engine is
+:mod:`pcmeta.agents.snn_brian2`.
 """
 from __future__ import annotations
 
