@@ -37,8 +37,9 @@ def register(groups) -> None:
                         "(pcmeta.hardware.PCMSubstrate, the physical model) or pcm-authors (the authors' "
                         "statistical arm model at t/t0 = 32, SPEC section 2's reference row; torch engine)")
     p.add_argument("--time", default="1min",
-                   help="simulated time between programming and the demonstration (PCM drift), e.g. 1min, 1d, "
-                        "620s (default 1min; no effect on software)")
+                   help="pcm: simulated time between programming the initial weights and the demonstration "
+                        "(drift), e.g. 1min, 1d, 620s (t/t0 = 32 of the authors' model); the update is written "
+                        "right after the demonstration and the test trial follows at once (default 1min)")
     p.add_argument("--engine", choices=["torch", "brian2"], default="torch")
     p.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy",
                    help="brian2 code generation target (default numpy; cython compiles once, then is cached)")
