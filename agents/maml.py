@@ -79,6 +79,8 @@ class MAMLConfig:
         split: ``"paper"`` or ``"classic"`` data split.
         bits: None for float, or the weight bits of ``SoftwareSubstrate(bits=...)`` used in the forward
             pass during meta-training (straight-through).
+        quantize: which matrices pass through the substrate transform in training: ``"all"`` (conv
+            layers and readout) or ``"conv"`` (the readout stays exact, e.g. a digital readout).
     """
 
     arch: str = "paper"
@@ -97,6 +99,7 @@ class MAMLConfig:
     iterations: int = 30000
     split: str = "paper"
     bits: int | None = None
+    quantize: str = "all"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -110,6 +113,8 @@ class MAMLConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {self.inner_steps}")
+        if self.quantize not in ("all", "conv"):
+            raise ValueError(f"quantize must be 'all' or 'conv', got {self.quantize!r}")
         if self.bits is not None and int(self.bits) < 1:
             raise ValueError(f"bits must be None or >= 1, got {self.bits}")
 
@@ -359,7 +364,7 @@ def _features_batched(params: dict, x: torch.Tensor, cfg: MAMLConfig, transform:
 
 def readout(params: dict, f: torch.Tensor, cfg: MAMLConfig, transform: Transform | None = None) -> torch.Tensor:
     """Logits (*T, n, N) from features (*T, n, C); ``params["readout"]`` (C, N) or (*T, C, N)."""
-    y = f @ _tf(transform, params["readout"])
+    y = f @ _tf(transform if cfg.quantize == "all" else None, params["readout"])
     if cfg.arch == "classic":
         b = params["readout_bias"]
         y = y + (b.unsqueeze(-2) if b.dim() > 1 else b)
@@ -394,7 +399,7 @@ def adapt_head(params: dict, fs: torch.Tensor, sy: torch.Tensor, cfg: MAMLConfig
     W = params["readout"].expand(T, C, N)
     b = params["readout_bias"].expand(T, N) if cfg.arch == "classic" else None
     for _ in range(steps):
-        logits = fs @ _tf(transform, W)
+        logits = fs @ _tf(transform if cfg.quantize == "all" else None, W)
         if b is not None:
             logits = logits + b.unsqueeze(1)
         G = (torch.softmax(logits, -1) - Y) / n  # dL/dlogits, (T, n, N)

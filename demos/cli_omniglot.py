@@ -24,6 +24,8 @@ def register(groups) -> None:
     p.add_argument("--meta-batch", type=int, help="tasks per meta-iteration (default: the preset's)")
     p.add_argument("--bits", type=int, help="meta-train the SoftwareSubstrate(bits=B) model (4: the paper's "
                    "4-bit software model, straight-through)")
+    p.add_argument("--quantize", choices=("all", "conv"), help="with --bits: quantize conv layers and readout "
+                   "(all, default) or the conv layers only")
     p.add_argument("--first-order", action="store_true", help="first-order MAML")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="Omniglot folder (default: $PCMETA_DATA_DIR or ~/.cache/pcmeta/omniglot)")
@@ -99,8 +101,9 @@ def _train(args) -> int:
     from pcmeta.agents.maml import Trainer, preset
 
     cfg = preset(args.preset, iterations=args.iterations, meta_batch=args.meta_batch, bits=args.bits,
-                 first_order=True if args.first_order else None)
-    name = f"omniglot-{args.preset}" + (f"-{args.bits}bit" if args.bits else "") + f"-s{args.seed}"
+                 first_order=True if args.first_order else None, quantize=args.quantize)
+    name = (f"omniglot-{args.preset}" + (f"-{args.bits}bit" if args.bits else "")
+            + ("-convq" if args.quantize == "conv" else "") + f"-s{args.seed}")
     run_dir = Path(args.run_dir or Path("runs") / name)
     tr = Trainer(cfg, run_dir, args.data_dir, seed=args.seed, device=args.device,
                  checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_tasks=args.eval_tasks)

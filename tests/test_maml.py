@@ -185,6 +185,18 @@ def test_four_bit_forward_quantizes_and_trains(omniglot_dir):
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in m.params.values())
 
 
+def test_quantize_conv_keeps_the_readout_exact():
+    cfg = M.preset("paper-5w5s", bits=4, quantize="conv", channels=8)
+    m = M.MAML(cfg, seed=0)
+    f = torch.randn(3, 7, 8)
+    W = torch.randn(8, 5) * 0.01
+    torch.testing.assert_close(M.readout({"readout": W}, f, cfg, m.transform), f @ W)
+    cfg_all = M.preset("paper-5w5s", bits=4, channels=8)
+    assert not torch.allclose(M.readout({"readout": W}, f, cfg_all, m.transform), f @ W)
+    with pytest.raises(ValueError, match="quantize"):
+        M.preset("paper-5w5s", quantize="readout")
+
+
 @pytest.mark.parametrize("bits", [None, 4])
 def test_training_resumes_with_identical_results(tmp_path, omniglot_dir, bits):
     cfg = M.preset("paper-5w5s", meta_batch=2, channels=8, iterations=4, bits=bits)
