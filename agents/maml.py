@@ -18,9 +18,12 @@ rows). During meta-training every matrix enters the forward pass as ``substrate.
 substrate with ``substrate.place`` and runs inference with ``arr.matmul`` on im2col patches; the
 readout is adapted there with ``arr.update``.
 
-Batch-norm is written out (mean and biased variance over images and pixels of one task's pass), so
-that a batch of tasks, :func:`torch.func.vmap` and a per-task loop compute the same function and the
-same meta-gradients. The support set and the query set are normalised separately (one pass each).
+Batch-norm uses each task's own statistics (mean and biased variance over the images and pixels of
+one pass; the support set and the query set are separate passes). On batches of tasks it runs as the
+native kernel per task (:func:`_bn_tasks`, grouped channels); under :func:`torch.func.vmap` and in the
+reference loop it is written out (:func:`batch_norm`). Tests check that all of them give the same
+meta-gradients (float64, 1e-5). On CPU, batches of tasks are processed in chunks of about 100 images
+(:data:`CHUNK_IMAGES`), which runs the convolutions ~1.5x faster than one 1,600-image batch.
 
 Meta-learning: inner-loop SGD on the cross-entropy of the N*K support images (``inner_steps``,
 ``inner_lr``, adapted parameters ``"head"`` or ``"all"``), second or first order, the meta-batch
