@@ -844,7 +844,11 @@ class Trainer:
         save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
-        """Load the last checkpoint (``run_dir/ckpt.pt`` by default); False if there is none."""
+        """Load the last checkpoint (``run_dir/ckpt.pt`` by default); False if there is none.
+
+        Temporary files of writes cut short by an interruption are removed."""
+        for stale in list(self.run_dir.glob(".ckpt.pt.*.tmp")) + list(self.run_dir.glob(".weights.npz.*.tmp")):
+            stale.unlink(missing_ok=True)
         p = Path(path) if path else self.ckpt_path
         if not p.is_file():
             return False
