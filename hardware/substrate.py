@@ -206,9 +206,13 @@ class Substrate(abc.ABC):
 
 # ------------------------------------------------------------------------------------ software substrate
 class SoftwareArray(SynapticArray):
+    """Weights in software: ``_shadow`` is the full-precision value, ``_W`` the realised weights used by
+    ``matmul``/``read`` (the shadow itself, or its stochastic quantization when the substrate has ``bits``)."""
+
     def __init__(self, substrate: "SoftwareSubstrate", name: str, W: torch.Tensor, numpy_kind: bool):
         super().__init__(substrate, name, tuple(W.shape), numpy_kind)
-        self._W = W
+        self._shadow = W
+        self._W = substrate._write(W)
 
     def matmul(self, x: ArrayLike) -> ArrayLike:
         check_input(x, self.shape[0], self.name)
@@ -222,8 +226,10 @@ class SoftwareArray(SynapticArray):
         return self._W.detach().cpu().numpy().copy() if self._numpy_kind else self._W
 
     def update(self, dW: ArrayLike) -> None:
-        d = check_update(dW, self.shape, self.name).to(device=self._W.device, dtype=self._W.dtype)
-        self._W = self.substrate._write(self._W + d)
+        d = check_update(dW, self.shape, self.name).to(device=self._shadow.device, dtype=self._shadow.dtype)
+        shadow = self._shadow + d
+        self._W = self.substrate._write(shadow)
+        self._shadow = shadow
         self.updates += 1
 
 
@@ -233,8 +239,10 @@ class SoftwareSubstrate(Substrate):
     Parameters
     ----------
     bits:
-        ``None`` for float weights, or 1..16 for the paper's stochastic quantizer (SPEC section 1), applied
-        whenever weights are written (``place``/``update``) with a straight-through gradient.
+        ``None`` for float weights, or 1..16 for the paper's stochastic quantizer (SPEC section 1). As in the
+        paper's 4-bit software model, each array keeps its full-precision value (updates accumulate there)
+        and computes with its quantization, drawn afresh whenever the array is written (``place``/``update``),
+        with a straight-through gradient.
     w_max:
         Weight range of the quantizer (levels ``k * w_max / 2^(bits-1)``); 1.0 as in the paper.
     seed:
@@ -263,7 +271,7 @@ class SoftwareSubstrate(Substrate):
     def place(self, name: str, W: ArrayLike) -> SoftwareArray:
         self._check_name(name)
         t = as_weight_tensor(W)
-        arr = SoftwareArray(self, name, self._write(t), numpy_kind=isinstance(W, np.ndarray))
+        arr = SoftwareArray(self, name, t, numpy_kind=isinstance(W, np.ndarray))
         self.arrays[name] = arr
         return arr
 

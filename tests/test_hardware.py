@@ -347,3 +347,15 @@ def test_brian2_imports_with_the_pinned_numpy():
     net = brian2.Network(G)
     net.run(1 * brian2.ms)
     assert np.allclose(np.asarray(G.v), np.array([1.0, 0.5, 0.25]) * math.exp(-0.1), rtol=1e-6)
+
+
+def test_software_bits_keep_full_precision_updates():
+    """The 4-bit software model accumulates small updates in full precision and computes with their
+    quantization (small steps are not lost to rounding, unlike PCM's programmed devices)."""
+    sub = SoftwareSubstrate(bits=4, seed=0)
+    arr = sub.place("w", np.zeros((200, 100)))
+    for _ in range(10):
+        arr.update(np.full((200, 100), 0.01))
+    w = arr.read()
+    assert set(np.unique(w)) <= {0.0, 0.125}
+    assert abs(w.mean() - 0.1) < 0.005  # stochastic rounding of the accumulated 0.1
