@@ -650,24 +650,35 @@ class DeployedCNN:
 
     @torch.no_grad()
     def features(self, x: torch.Tensor, stats: list | None = None) -> tuple[torch.Tensor, list]:
-        """Pooled features (n, C) of x (n, 1, 28, 28) and the per-layer BN statistics used."""
+        """Pooled features of images x and the per-layer BN statistics used.
+
+        ``x`` is (n, 1, 28, 28): one pass, one set of batch statistics; or (T, n, 1, 28, 28): T tasks
+        whose images go through the crossbars together (one ``matmul`` per layer) while each task keeps
+        its own batch statistics; the features are then (T, n, C).
+        """
+        tasks = x.shape[:-4] if x.ndim == 5 else None
+        if tasks is not None:
+            x = x.reshape(-1, *x.shape[-3:])
+        T = 1 if tasks is None else int(np.prod(tasks))
         h, used = x, []
         for i, k in enumerate(CONV_KEYS, start=1):
             z = self.conv(h, k)
             if self.cfg.arch == "paper":
                 z = torch.relu(z)
+            zt = z.reshape(T, -1, *z.shape[1:])  # (T, n, C, H, W)
             if stats is None:
-                mu = z.mean(dim=(0, 2, 3), keepdim=True)
-                var = (z - mu).square().mean(dim=(0, 2, 3), keepdim=True)
+                mu = zt.mean(dim=(1, 3, 4), keepdim=True)
+                var = (zt - mu).square().mean(dim=(1, 3, 4), keepdim=True)
             else:
                 mu, var = stats[i - 1]
             used.append((mu, var))
-            z = (z - mu) * torch.rsqrt(var + self.cfg.bn_eps)
+            z = ((zt - mu) * torch.rsqrt(var + self.cfg.bn_eps)).reshape(z.shape)
             if self.cfg.arch == "classic":
                 z = torch.relu(z * self.params[f"bn{i}_scale"][:, None, None]
                                + self.params[f"bn{i}_shift"][:, None, None])
             h = z
-        return _pool(h, self.cfg), used
+        f = _pool(h, self.cfg)
+        return (f if tasks is None else f.reshape(*tasks, -1, f.shape[-1])), used
 
     @torch.no_grad()
     def logits(self, f: torch.Tensor) -> torch.Tensor:

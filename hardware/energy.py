@@ -4,7 +4,8 @@ Sources and assumptions (order-of-magnitude estimates, not measurements of pcmet
 
 - ``tile_mvm_J``: one 256 x 256 MVM with 8-bit inputs/outputs = 2 * 256 * 256 operations at the IBM
   HERMES core's 10.5 TOPS/W (Khaddam-Aljameh et al., IEEE JSSC 57(4), 2022; SPEC.md section 3), i.e.
-  12.5 nJ. A partially used tile is charged in full (the periphery dominates).
+  12.5 nJ. The per-column periphery (ADC) dominates, so a tile MVM is charged per output column used:
+  ``tile_mvm_J / 256`` per column conversion, whatever the number of rows used.
 - ``tile_mvm_s``: 130 ns per MVM of one core (HERMES core, same source); the tiles of one array work in
   parallel, input vectors and arrays one after another.
 - ``program_event_J``: one device programming event (iterative program-and-verify, ~10 pulses of
@@ -27,9 +28,12 @@ ENERGY = {
 }
 
 
-def estimate_cost(tile_mvms: int, mvms: int, programming_events: int, tile_cols: int = 256) -> dict:
-    """Estimated energy (J) and latency (s) of the counted operations (see the module docstring)."""
-    e_mvm = tile_mvms * ENERGY["tile_mvm_J"]
+def estimate_cost(column_conversions: int, mvms: int, programming_events: int, tile_cols: int = 256) -> dict:
+    """Estimated energy (J) and latency (s) of the counted operations (see the module docstring).
+
+    ``column_conversions``: tile output columns read (ADC conversions), summed over tile MVMs.
+    """
+    e_mvm = column_conversions * ENERGY["tile_mvm_J"] / tile_cols
     e_prog = programming_events * ENERGY["program_event_J"]
     t_mvm = mvms * ENERGY["tile_mvm_s"]
     t_prog = math.ceil(programming_events / tile_cols) * ENERGY["program_event_s"]

@@ -444,6 +444,7 @@ class PCMArray(SynapticArray):
         return {"shape": self.shape, "tiles": self.tile_grid[0] * self.tile_grid[1], "tile_grid": self.tile_grid,
                 "w_max": self.w_max, "mvms": self.mvms, "macs": self.macs,
                 "tile_mvms": self.mvms * self.tile_grid[0] * self.tile_grid[1],
+                "column_conversions": self.mvms * self.tile_grid[0] * self.shape[1],
                 "calibration_mvms": self.calibration_mvms, "updates": self.updates,
                 "programming_events": self.programming_events, "adc_saturations": self.adc_saturations,
                 "tile_rows": cfg.tile_rows, "tile_cols": cfg.tile_cols}
@@ -530,11 +531,12 @@ class PCMSubstrate(Substrate):
             "tiles": sum(a["tiles"] for a in arrays.values()),
             "mvms": sum(a["mvms"] for a in arrays.values()),
             "tile_mvms": sum(a["tile_mvms"] for a in arrays.values()),
+            "column_conversions": sum(a["column_conversions"] for a in arrays.values()),
             "macs": sum(a["macs"] for a in arrays.values()),
             "programming_events": sum(a["programming_events"] for a in arrays.values()),
             "adc_saturations": sum(a["adc_saturations"] for a in arrays.values()),
         }
-        cost = estimate_cost(tile_mvms=totals["tile_mvms"], mvms=totals["mvms"],
+        cost = estimate_cost(column_conversions=totals["column_conversions"], mvms=totals["mvms"],
                              programming_events=totals["programming_events"], tile_cols=self.config.tile_cols)
         return {"substrate": self.kind, "device": self.config.device, "time_s": self.time_s,
                 "config": asdict(self.config), "arrays": arrays, **totals, **cost,
