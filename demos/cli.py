@@ -19,6 +19,7 @@ AREAS = [
     "pcmeta.demos.cli_arm",
     "pcmeta.demos.cli_snn",
     "pcmeta.demos.cli_omniglot",
+    "pcmeta.demos.omniglot_chip",
 ]
 
 GROUPS = {
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for results that record the command that produced them
     if getattr(args, "group", None) is None:
         parser.print_help()
         return 2
