@@ -181,6 +181,26 @@ def init_params(cfg: MAMLConfig, seed: int = 0, dtype: torch.dtype = torch.float
     return p
 
 
+def rescale_conv_to_range(params: dict, cfg: MAMLConfig, w_max: float = 0.875) -> dict:
+    """Scale each conv matrix of a ``"paper"`` CNN so that its largest |weight| is ``w_max``.
+
+    In the paper CNN every conv layer is followed by ReLU and then batch-norm without affine parameters,
+    so a positive scale of a conv layer's weights leaves the network's function unchanged (up to the
+    batch-norm epsilon, whose relative weight only shrinks when the scale grows). This lets float-trained
+    weights use the whole range of the fixed 4-bit grid (levels k/8 in [-1, 0.875]) before
+    quantization-aware fine-tuning. The readout is returned unchanged.
+    """
+    if cfg.arch != "paper":
+        raise ValueError("conv rescaling preserves the function only for the 'paper' CNN (ReLU before "
+                         "affine-free batch-norm)")
+    out = dict(params)
+    for k in CONV_KEYS:
+        m = float(params[k].detach().abs().max())
+        if m > 0:
+            out[k] = params[k] * (w_max / m)
+    return out
+
+
 def head_keys(cfg: MAMLConfig) -> tuple[str, ...]:
     return ("readout",) if cfg.arch == "paper" else ("readout", "readout_bias")
 
@@ -816,7 +836,7 @@ class Trainer:
 
     def __init__(self, cfg: MAMLConfig, run_dir: str | os.PathLike, data_dir=None, seed: int = 0,
                  device: str = "cpu", checkpoint_every: int = 250, eval_every: int = 500,
-                 eval_tasks: int = 200, log_every: int = 50) -> None:
+                 eval_tasks: int = 200, log_every: int = 50, init: dict | None = None) -> None:
         from pcmeta.tasks.omniglot import TaskSampler, class_pool
 
         self.cfg, self.seed = cfg, seed
@@ -828,6 +848,16 @@ class Trainer:
         self.sampler = TaskSampler(self.train_pool, cfg.n_way, cfg.k_shot, cfg.n_query,
                                    np.random.default_rng([seed, 1]))
         self.model = MAML(cfg, seed=seed, device=device)
+        if init is not None:  # warm start (e.g. quantization-aware fine-tuning of float weights)
+            missing = set(self.model.params) - set(init)
+            if missing:
+                raise ValueError(f"initial weights lack {sorted(missing)}")
+            with torch.no_grad():
+                for k, v in self.model.params.items():
+                    if tuple(init[k].shape) != tuple(v.shape):
+                        raise ValueError(f"initial weight {k!r} has shape {tuple(init[k].shape)}, expected "
+                                         f"{tuple(v.shape)}")
+                    v.copy_(init[k])
         self.opt = torch.optim.Adam(list(self.model.params.values()), lr=cfg.meta_lr)
         self.state = TrainState()
         self._tracked: list[tuple[float, float]] = []

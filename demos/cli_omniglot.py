@@ -27,6 +27,11 @@ def register(groups) -> None:
     p.add_argument("--quantize", choices=("all", "conv"), help="with --bits: quantize conv layers and readout "
                    "(all, default) or the conv layers only")
     p.add_argument("--first-order", action="store_true", help="first-order MAML")
+    p.add_argument("--init-weights", metavar="PATH", help="start from these weights (.npz) instead of a random "
+                   "init, e.g. quantization-aware fine-tuning of a float model")
+    p.add_argument("--rescale-conv", action="store_true", help="with --init-weights: scale each conv layer to "
+                   "max|W| = 0.875 (function-preserving in the paper CNN: ReLU then affine-free batch-norm) so "
+                   "that the weights use the 4-bit grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="Omniglot folder (default: $PCMETA_DATA_DIR or ~/.cache/pcmeta/omniglot)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -51,7 +56,15 @@ def register(groups) -> None:
     p.add_argument("--part", default="test", help="train, val or test part of the split")
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bits", type=int, help="evaluate through SoftwareSubstrate(bits=B)")
+    p.add_argument("--bits", type=int, help="software: evaluate through SoftwareSubstrate(bits=B); pcm: the "
+                   "weight bits programmed into the chip (default 4, the paper's)")
+    p.add_argument("--substrate", choices=("software", "pcm"), default="software",
+                   help="pcm: program the network into the simulated PCM chip, adapt the readout there with "
+                   "on-chip updates and classify with crossbar MVMs (pcmeta.agents.maml_chip)")
+    p.add_argument("--time", default="1min", help="pcm: time between programming and adaptation + "
+                   "classification: 1s, 1min, 1h, 1d, 1mo, 1y or seconds (default 1min)")
+    p.add_argument("--drift-compensation", choices=("none", "global", "per_column"), default="none",
+                   help="pcm: digital drift compensation of the crossbar outputs")
     p.add_argument("--substrate-path", action="store_true",
                    help="run every task through the deployed path (substrate.place + arr.matmul)")
     p.add_argument("--device", default="cpu")
@@ -105,8 +118,18 @@ def _train(args) -> int:
     name = (f"omniglot-{args.preset}" + (f"-{args.bits}bit" if args.bits else "")
             + ("-convq" if args.quantize == "conv" else "") + f"-s{args.seed}")
     run_dir = Path(args.run_dir or Path("runs") / name)
+    init = None
+    if args.init_weights:
+        from pcmeta.agents.maml import load_weights, rescale_conv_to_range
+
+        init, _ = load_weights(args.init_weights)
+        if args.rescale_conv:
+            init = rescale_conv_to_range(init, cfg)
+    elif args.rescale_conv:
+        raise ValueError("--rescale-conv needs --init-weights")
     tr = Trainer(cfg, run_dir, args.data_dir, seed=args.seed, device=args.device,
-                 checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_tasks=args.eval_tasks)
+                 checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_tasks=args.eval_tasks,
+                 init=init)
     if args.resume:
         if tr.resume():
             print(f"resumed {run_dir} at iteration {tr.state.iteration}")
@@ -151,7 +174,7 @@ def _eval(args) -> int:
         raise ValueError(f"--ways {args.ways} does not match the {model.cfg.n_way}-way readout of {src}")
     if args.tasks < 1:
         raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
-    if args.bits is not None:
+    if args.bits is not None and args.substrate == "software":
         from pcmeta.hardware import SoftwareSubstrate
 
         model = MAML(model.cfg, {k: v.detach() for k, v in model.params.items()},
@@ -165,11 +188,29 @@ def _eval(args) -> int:
 
         deployed = model.deploy(SoftwareSubstrate(bits=args.bits))
     steps = model.cfg.test_steps if args.steps is None else args.steps
-    acc = evaluate(model, sampler, args.tasks, steps, progress=True, deployed=deployed)
+    chip = None
+    if args.substrate == "pcm":
+        from pcmeta.agents.maml_chip import ChipProtocol, evaluate_on_chip
+        from pcmeta.demos.omniglot_chip import parse_time
+        from pcmeta.hardware import PCMConfig
+
+        t = parse_time(args.time)
+        pcm = PCMConfig(weight_bits=4 if args.bits is None else args.bits, w_max=1.0,
+                        drift_compensation=args.drift_compensation)
+        r = evaluate_on_chip(model, sampler, args.tasks, ChipProtocol(pcm=pcm, t_adapt_s=t, steps=steps),
+                             seed=args.seed, progress=True)
+        acc = r["acc"]
+        chip = {"substrate": "pcm", "time_s": t, "weight_bits": pcm.weight_bits,
+                "drift_compensation": args.drift_compensation}
+    else:
+        acc = evaluate(model, sampler, args.tasks, steps, progress=True, deployed=deployed)
     m, ci = mean_ci95(acc)
     rows = [("weights", src), ("split/part", f"{args.split}/{args.part}"),
             ("task", f"{args.ways}-way {args.shots}-shot, {args.queries} queries/class"),
             ("inner steps", f"{steps} x lr {model.cfg.inner_lr} ({model.cfg.adapt})"),
+            ("substrate", "software" + (f", {args.bits}-bit" if args.bits else ", float") if chip is None else
+             f"PCM, {chip['weight_bits']}-bit, {args.time} after programming, drift compensation "
+             f"{args.drift_compensation}"),
             ("tasks", str(args.tasks)), ("accuracy", f"{100 * m:.2f} % +- {100 * ci:.2f} % (95% CI)")]
     w = max(len(r[0]) for r in rows)
     for k, v in rows:
@@ -177,7 +218,9 @@ def _eval(args) -> int:
     if args.json:
         out = {"accuracy": m, "ci95": ci, "tasks": int(args.tasks), "ways": args.ways, "shots": args.shots,
                "queries": args.queries, "steps": steps, "split": args.split, "part": args.part,
-               "seed": args.seed, "weights": src}
+               "seed": args.seed, "weights": src, "substrate": args.substrate, "bits": args.bits}
+        if chip is not None:
+            out.update(chip)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
