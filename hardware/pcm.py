@@ -54,7 +54,8 @@ class PCMConfig:
     w_max: weight mapped to g_max; ``None`` = per array, ``max|W|`` at placement (fixed afterwards).
     weight_bits: ``None`` (program the float value) or 1..16: the paper's stochastic quantizer (SPEC
         section 1) applied to ``W / w_max`` before programming.
-    update_grid: resolution of ``update()`` in units of ``w_max`` (default 1/16).
+    update_grid: resolution of ``update()`` in units of ``w_max`` (default 1/16; ``None`` = exact updates,
+        no rounding: an idealised programmer).
     update_rounding: "stochastic" (unbiased, default) or "nearest" (round half to even, the authors'
         arm model) rounding of ``dW`` to the update grid.
     update_base: "drifted" (a changed device is re-programmed to its current drifted value + dW, as a chip
@@ -79,7 +80,7 @@ class PCMConfig:
     g_max_uS: float = 25.0
     w_max: float | None = None
     weight_bits: int | None = None
-    update_grid: float = 1.0 / 16.0
+    update_grid: float | None = 1.0 / 16.0
     update_rounding: str = "stochastic"
     update_base: str = "drifted"
     dac_bits: int | None = 8
@@ -112,7 +113,7 @@ class PCMConfig:
     def ideal(cls, **kw) -> "PCMConfig":
         """Every non-ideality off: float weights, no noise, no drift, ideal DAC/ADC."""
         base = dict(weight_bits=None, dac_bits=None, adc_bits=None, prog_noise_scale=0.0, read_noise_scale=0.0,
-                    drift_scale=0.0, out_noise=0.0)
+                    drift_scale=0.0, out_noise=0.0, update_grid=None)
         base.update(kw)
         return cls(**base)
 
@@ -131,6 +132,8 @@ class PCMConfig:
             raise ValueError(f"adc_bits must be None or in 2..16, got {self.adc_bits}")
         for f in ("g_max_uS", "adc_bound", "t0_s", "t_read_s", "update_grid"):
             v = getattr(self, f)
+            if f == "update_grid" and v is None:
+                continue
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{f} must be a positive finite number, got {v!r}")
         if self.w_max is not None and not (math.isfinite(self.w_max) and self.w_max > 0):
@@ -396,14 +399,17 @@ class PCMArray(SynapticArray):
         cfg = sub.config
         grid = cfg.update_grid
         with torch.no_grad():
-            u = d.detach().to(torch.float64).cpu() / (self.w_max * grid)
-            if cfg.update_rounding == "stochastic":
-                r = torch.rand(u.shape, generator=sub.generator, dtype=torch.float64)
-                k = torch.floor(u + r)
+            if grid is None:  # exact programming of dW
+                dq = d.detach().to(torch.float64).cpu() / self.w_max
             else:
-                k = torch.round(u)  # round half to even
-            dq = k * grid  # in units of w_max
-            mask = k != 0
+                u = d.detach().to(torch.float64).cpu() / (self.w_max * grid)
+                if cfg.update_rounding == "stochastic":
+                    r = torch.rand(u.shape, generator=sub.generator, dtype=torch.float64)
+                    k = torch.floor(u + r)
+                else:
+                    k = torch.round(u)  # round half to even
+                dq = k * grid  # in units of w_max
+            mask = dq != 0
             if bool(mask.any()):
                 if cfg.update_base == "drifted":
                     base = self._state()["G"]

@@ -235,7 +235,7 @@ def test_update_reprograms_only_changed_devices_and_keeps_drift_clocks():
 
 
 def test_stochastic_update_rounding_is_unbiased():
-    sub = PCMSubstrate(PCMConfig.ideal(w_max=1.0, seed=0))
+    sub = PCMSubstrate(PCMConfig.ideal(w_max=1.0, update_grid=1 / 16, seed=0))
     arr = sub.place("w", np.zeros((400, 250)))
     arr.update(np.full((400, 250), 0.3 / 16))
     w = arr.read()
@@ -359,3 +359,12 @@ def test_software_bits_keep_full_precision_updates():
     w = arr.read()
     assert set(np.unique(w)) <= {0.0, 0.125}
     assert abs(w.mean() - 0.1) < 0.005  # stochastic rounding of the accumulated 0.1
+
+
+def test_ideal_config_programs_updates_exactly():
+    sub = PCMSubstrate(PCMConfig.ideal(w_max=1.0))
+    arr = sub.place("w", np.zeros((3, 2)))
+    dW = np.array([[0.001, -0.2], [0.0, 0.3], [1e-6, 0.0]])
+    arr.update(dW)
+    assert np.allclose(arr.read(), dW)
+    assert arr.programming_events == 4

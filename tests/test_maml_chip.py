@@ -1,0 +1,110 @@
+"""MAML deployed on the simulated PCM chip (pcmeta.agents.maml_chip) and the sweep CLI."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pcmeta.agents.maml import MAML, WEIGHTS_DIR, evaluate
+from pcmeta.agents.maml_chip import ChipProtocol, chip_cost, evaluate_on_chip
+from pcmeta.hardware import PCMConfig
+from pcmeta.tasks.omniglot import TaskSampler, class_pool
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return MAML.from_weights(WEIGHTS_DIR / "paper_5w5s.npz")
+
+
+@pytest.fixture(scope="module")
+def pool(omniglot_dir):
+    return class_pool("paper", "test", omniglot_dir)
+
+
+def test_chip_protocol_in_software_equals_plain_evaluation(model, pool):
+    plain = evaluate(model, TaskSampler(pool, 5, 5, 5, seed=11), tasks=20)
+    chip = evaluate_on_chip(model, TaskSampler(pool, 5, 5, 5, seed=11), 20, ChipProtocol(substrate="software"))
+    assert np.allclose(chip["acc"], plain, atol=1e-6)
+    assert chip["acc_steps"].shape == (20, 5)
+    assert np.allclose(chip["acc_steps"][:, -1], chip["acc"])
+    assert chip["acc_steps"][:, 0].mean() < chip["acc_steps"][:, -1].mean() - 0.3  # adaptation is what learns
+
+
+def test_ideal_pcm_makes_the_same_predictions_as_software(model, pool):
+    """Acceptance: every PCM effect off, 32-bit weights -> the same predictions as software."""
+    sw = evaluate_on_chip(model, TaskSampler(pool, 5, 5, 5, seed=12), 20, ChipProtocol(substrate="software"),
+                          return_predictions=True)
+    ideal = PCMConfig.ideal(w_max=1.0)
+    pcm = evaluate_on_chip(model, TaskSampler(pool, 5, 5, 5, seed=12), 20,
+                           ChipProtocol(pcm=ideal, t_adapt_s=86400.0), return_predictions=True)
+    same = (sw["predictions"] == pcm["predictions"]).mean()
+    assert same >= 0.995
+    assert abs(sw["mean"] - pcm["mean"]) <= 0.005
+
+
+def test_pcm_non_idealities_cost_accuracy_and_compensation_or_readaptation_recover(model, pool):
+    base = evaluate_on_chip(model, TaskSampler(pool, 5, 5, 5, seed=13), 10, ChipProtocol(substrate="software"))
+    # float weights on PCM with per-array scaling, one year of uncompensated drift of the readout
+    pcm = PCMConfig(weight_bits=None, w_max=None)
+    drifted = evaluate_on_chip(model, TaskSampler(pool, 5, 5, 5, seed=13), 10,
+                               ChipProtocol(pcm=pcm, t_adapt_s=60.0, t_query_s=3.15e7))
+    readapted = evaluate_on_chip(model, TaskSampler(pool, 5, 5, 5, seed=13), 10,
+                                 ChipProtocol(pcm=pcm, t_adapt_s=60.0, t_query_s=3.15e7, readapt=True))
+    assert drifted["mean"] < base["mean"]
+    assert readapted["mean"] >= drifted["mean"]
+
+
+def test_readout_updates_are_programming_events(model, pool):
+    cost = chip_cost(model, TaskSampler(pool, 5, 5, 5, seed=14), ChipProtocol())
+    assert cost["programming"]["programming_events"] > 9 * 56 * 1  # the conv layers were programmed
+    assert cost["adaptation"]["programming_events"] > 0           # on-chip updates pulsed devices
+    assert cost["inference"]["programming_events"] == 0
+    assert cost["inference"]["mvms"] == 25 * (14 * 14 + 7 * 7 + 4 * 4 + 2 * 2) + 25  # im2col vectors + readout
+    assert cost["adaptation"]["energy_J"] > 0
+
+
+def test_chip_protocol_rejects_bad_input():
+    with pytest.raises(ValueError, match="substrate"):
+        ChipProtocol(substrate="fpga")
+    with pytest.raises(ValueError, match="t_adapt_s"):
+        ChipProtocol(t_adapt_s=100.0, t_query_s=10.0)
+    with pytest.raises(ValueError, match="steps"):
+        ChipProtocol(steps=-1)
+
+
+def test_eval_cli_on_pcm_writes_json(tmp_path, omniglot_dir):
+    from pcmeta.demos.cli import main
+
+    out = tmp_path / "e.json"
+    rc = main(["omniglot", "eval", "--substrate", "pcm", "--time", "1h", "--tasks", "4", "--data-dir",
+               str(omniglot_dir), "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["substrate"] == "pcm" and res["time_s"] == 3600.0 and res["tasks"] == 4
+    assert 0.0 <= res["accuracy"] <= 1.0
+    assert main(["omniglot", "eval", "--substrate", "pcm", "--time", "soon", "--tasks", "2"]) == 2
+
+
+def test_sweep_quick_writes_csv_plots_and_table(tmp_path, omniglot_dir):
+    from pcmeta.demos.cli import main
+
+    out = tmp_path / "sweep"
+    rc = main(["omniglot", "sweep", "--quick", "--tasks", "3", "--data-dir", str(omniglot_dir), "--out", str(out)])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    groups = {r["group"] for r in rows}
+    assert {"time", "prog_noise", "weight_bits", "adc_bits", "steps", "placement"} <= groups
+    conds = {r["condition"] for r in rows if r["group"] == "time"}
+    assert len(conds) == 3
+    assert all(r["command"].startswith("pcmeta omniglot sweep") for r in rows)
+    for g in groups:
+        assert (out / f"sweep_{g}.png").stat().st_size > 10_000
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["pcm"]["inference"]["macs"] > 0 and cost["pcm"]["inference"]["programming_events"] == 0
+    assert cost["digital_baseline"]["inference"]["energy_J"] > 0
+    assert "| time |" in (out / "sweep.md").read_text()
