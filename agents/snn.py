@@ -27,8 +27,10 @@ the 16-bit code of the target path, 250 learning signals out).
 Deployment: :class:`EpropLearner` keeps the learning network's W_in and W_rec (and the fixed readout
 W_out) as :class:`pcmeta.hardware` SynapticArrays: every time step is one ``matmul`` per array, the
 update is one ``update(dW)``. :class:`EpropAgent` drives ``pcmeta/ArmTrajectory-v0`` (demonstration episode,
-update, test episode). :class:`AuthorsArmPCM` is the authors' statistical arm PCM model (SPEC's reference
-row), as a duck-typed substrate. Meta-training: :func:`one_shot_episode` is a pure function of a parameter
+update, test episode). :data:`ARM_PCM_PRESETS` names the deployments on :class:`pcmeta.hardware.PCMSubstrate`
+("authors": the authors' conventions, the reference; "tuned": unbiased update rounding, per-array scales,
+drift compensation, updates written in the compensated frame); :func:`pcm_substrate_factory` builds them.
+:class:`AuthorsArmPCM` is the authors' statistical arm PCM model (SPEC's reference row), as a duck-typed substrate. Meta-training: :func:`one_shot_episode` is a pure function of a parameter
 dict, differentiable end to end (surrogate gradient = the pseudo-derivative above), so that BPTT through
 the e-prop update is ``loss.backward()`` (:func:`meta_loss`); :func:`meta_train` is the resumable loop.
 Evaluation: :func:`evaluate` (batched float, or one task at a time on a substrate); the brian2 engine is
@@ -51,7 +53,8 @@ __all__ = [
     "reference_step", "leaky_filter", "traces", "eprop_update", "load_weights", "default_weights_path",
     "episode_inputs", "one_shot_episode", "arm_losses", "meta_loss", "rate_regularization",
     "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM", "init_params",
-    "meta_train", "save_weights_npz", "load_checkpoint_params",
+    "meta_train", "save_weights_npz", "load_checkpoint_params", "ArmPCMPreset", "ARM_PCM_PRESETS",
+    "CompensatedUpdates", "pcm_substrate_factory",
 ]
 
 #: Learning rate of the one natural e-prop update.
@@ -770,6 +773,154 @@ class EpropAgent:
             out[f"mse_xyz_{tag}"] = float(np.mean((out[f"xyz_{tag}"] - np.asarray(task["xyz"])) ** 2))
         return out
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# deployment presets for pcmeta.hardware's PCMSubstrate
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArmPCMPreset:
+    """How the learning network is deployed on a :class:`pcmeta.hardware.PCMSubstrate`.
+
+    Attributes:
+        name: preset name (a key of :data:`ARM_PCM_PRESETS`).
+        description: one line for help texts and reports.
+        pcm: :class:`pcmeta.hardware.PCMConfig` fields (the seed is set per task).
+        digital_readout: keep the fixed readout W_out off the chip (a digital 250 x 2 product).
+        compensated_update: write the update in the drift-compensated frame (see
+            :class:`CompensatedUpdates`); only has an effect with drift compensation.
+        clip: the initial weights are clipped to [-clip, clip] before placement (None: unchanged).
+    """
+
+    name: str
+    description: str
+    pcm: Mapping[str, Any]
+    digital_readout: bool = False
+    compensated_update: bool = False
+    clip: float | None = 1.0
+
+    def config(self, **overrides: Any):
+        """The preset's :class:`pcmeta.hardware.PCMConfig`, with ``overrides`` (None values are ignored)."""
+        from pcmeta.hardware import PCMConfig
+
+        kw = dict(self.pcm)
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return PCMConfig(**kw)
+
+
+#: The authors' arm PCM conventions on the physical model (SPEC section 2): w_max = 1 for every array (weights
+#: clipped to [-1, 1], g_max = 25 uS), the update rounded to the nearest multiple of 1/16 (1.5625 uS, round half
+#: to even), a changed device re-programmed to its drifted value + dW, no drift compensation, the readout on PCM,
+#: read noise on every MVM, ideal converters and no output noise (their model has none).
+_AUTHORS_PCM = dict(w_max=1.0, weight_bits=None, update_grid=1.0 / 16, update_rounding="nearest",
+                    update_base="drifted", dac_bits=None, adc_bits=None, out_noise=0.0, read_noise="per_mvm",
+                    drift_compensation="none")
+
+#: Named deployments (``pcmeta arm eval/demo --pcm-preset``). "authors" is the reference; "tuned" keeps the
+#: device physics, the 1/16 device step and the periphery of "authors" and changes only what the chip's
+#: controller does with them:
+#:
+#: - the update is rounded to the 1/16 grid *stochastically* (unbiased: E[dW_q] = dW). Nearest rounding zeroes
+#:   the ~95 % of entries below 1/32 and with them most of the update's effect (float + nearest: loss 0.027-0.031;
+#:   float + stochastic: 0.0108, as float 0.0101, 200 targets);
+#: - every array is mapped with its own scale (w_max = None: max|W| -> g_max after clipping to [-1, 1]; for the
+#:   released weights W_in and W_rec keep w_max = 1, so the update grid is unchanged, and the tiny readout
+#:   (max|W_out| = 0.033) uses the full conductance range instead of 3 % of it, where programming noise
+#:   (0.26 uS ~ 0.01 in weight units) is as large as the weights themselves);
+#: - global drift compensation (one digital output scale per array, calibrated right after programming);
+#: - the update is written in the compensated frame (dW / alpha, :class:`CompensatedUpdates`), so that the
+#:   effective weights change by dW and not by alpha dW (alpha ~ 1.07 after 1 minute, ~ 1.5 after 1 day).
+ARM_PCM_PRESETS: dict[str, ArmPCMPreset] = {
+    "authors": ArmPCMPreset(
+        "authors", "the authors' arm PCM conventions: nearest rounding to 1/16, no drift compensation, "
+                   "w_max = 1 for every array (readout on PCM)", _AUTHORS_PCM),
+    "tuned": ArmPCMPreset(
+        "tuned", "stochastic rounding to 1/16, per-array w_max (readout on its own scale), global drift "
+                 "compensation, update written in the compensated frame",
+        {**_AUTHORS_PCM, "update_rounding": "stochastic", "w_max": None, "drift_compensation": "global"},
+        compensated_update=True),
+}
+
+
+def _compensation_scale(arr: Any) -> Any:
+    """The drift-compensation output scale a PCM array applies now ((1,) or (out,) float64 tensor), or None.
+
+    Reads the array's controller state (``PCMArray._alpha``); None for arrays without compensation."""
+    fn = getattr(arr, "_alpha", None)
+    return fn() if callable(fn) else None
+
+
+class _CompensatedArray:
+    """A SynapticArray whose ``update(dW)`` writes ``dW / alpha`` (see :class:`CompensatedUpdates`)."""
+
+    def __init__(self, arr: Any):
+        self._arr = arr
+
+    def matmul(self, x: Any) -> Any:
+        return self._arr.matmul(x)
+
+    def read(self, *a: Any, **kw: Any) -> Any:
+        return self._arr.read(*a, **kw)
+
+    def update(self, dW: Any) -> None:
+        alpha = _compensation_scale(self._arr)
+        if alpha is not None:
+            if torch.is_tensor(dW):
+                dW = dW / alpha.to(dtype=dW.dtype, device=dW.device)
+            else:
+                dW = np.asarray(dW) / alpha.numpy()
+        self._arr.update(dW)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._arr, name)
+
+
+class CompensatedUpdates:
+    """A substrate proxy that writes updates in the drift-compensated frame.
+
+    With drift compensation a PCM array's output is ``alpha * (x @ G)``, alpha = (reference outputs right
+    after programming) / (outputs now) ~ 1 / (mean drift factor): ~1.07 one minute and ~1.5 one day after
+    programming (t0 = 20 s, nu ~ 0.05). A changed device is re-programmed to ``G_drifted + dW``, so the
+    *effective* weight moves by ``alpha * dW``: one day after programming the one e-prop update is 1.5x too
+    large (float, update x 1.5: loss 0.0235 instead of 0.0101). The chip's controller knows alpha (it applies
+    it digitally), so it writes ``dW / alpha`` instead: the effective weight then moves by dW. The division
+    happens before the update is rounded to the device grid (1/16 of g_max stays the physical step).
+
+    Every other attribute and method is the wrapped substrate's (``elapse``, ``remove``, ``report``, ...).
+    """
+
+    def __init__(self, substrate: Any):
+        self._sub = substrate
+
+    def place(self, name: str, W: Any) -> _CompensatedArray:
+        return _CompensatedArray(self._sub.place(name, W))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._sub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sub, name)
+
+
+def pcm_substrate_factory(preset: str | ArmPCMPreset = "authors", seed: int = 0,
+                          **overrides: Any) -> Callable[[], Any]:
+    """A factory of fresh PCM substrates (one chip per task) deployed as ``preset`` (:data:`ARM_PCM_PRESETS`).
+
+    ``overrides`` are PCMConfig fields (None = the preset's value). The k-th substrate gets the seed
+    ``seed * 100003 + k`` (k = 1, 2, ...). Use the preset's ``digital_readout`` and ``clip`` with it.
+    """
+    from pcmeta.hardware import PCMSubstrate
+
+    p = ARM_PCM_PRESETS[preset] if isinstance(preset, str) else preset
+    cfg = p.config(**overrides)
+    counter = {"k": 0}
+
+    def make() -> Any:
+        counter["k"] += 1
+        sub = PCMSubstrate(cfg.replace(seed=int(seed) * 100003 + counter["k"]))
+        return CompensatedUpdates(sub) if p.compensated_update else sub
+
+    return make
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -4,10 +4,12 @@ Registration is cheap; torch / brian2 are imported inside the handlers.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 _UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "day": 86400.0}
@@ -45,9 +47,7 @@ def register(groups) -> None:
                    help="brian2 code generation target (default numpy; cython compiles once, then is cached)")
     p.add_argument("--round-update", action="store_true",
                    help="software only: round the update to multiples of 1/16 (the PCM update grid)")
-    p.add_argument("--digital-readout", action="store_true", help="pcm: keep the fixed readout W_out digital")
-    p.add_argument("--drift-compensation", choices=["none", "global", "per_column"], default="none",
-                   help="pcm: digital drift compensation of the MVM outputs (default none, as the authors)")
+    _add_pcm_args(p)
     p.add_argument("--no-clip", action="store_true",
                    help="pcm: do not clip the initial weights to [-1, 1] (the authors' PCM model clips); "
                         "uses per-array w_max = max|W| instead")
@@ -92,9 +92,7 @@ def register(groups) -> None:
                    help="weights in the released layout (default: the authors' released weights)")
     d.add_argument("--substrate", choices=["software", "pcm", "pcm-authors"], default="pcm")
     d.add_argument("--time", default="1min", help="pcm: simulated time between programming and the demonstration")
-    d.add_argument("--digital-readout", action="store_true", help="pcm: keep the fixed readout W_out digital")
-    d.add_argument("--drift-compensation", choices=["none", "global", "per_column"], default="none",
-                   help="pcm: digital drift compensation of the MVM outputs")
+    _add_pcm_args(d)
     d.add_argument("--engine", choices=["torch", "brian2"], default="brian2")
     d.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy")
     d.add_argument("--seed", type=int, default=0, help="selects the target (env reset seed) and the PCM seed")
@@ -120,22 +118,69 @@ def register(groups) -> None:
     b.set_defaults(func=_bench_snn)
 
 
-def _pcm_factory(args, clip: bool):
-    from pcmeta.hardware import PCMConfig, PCMSubstrate
+def _add_pcm_args(p) -> None:
+    """The PCM deployment options shared by ``arm eval`` and ``arm demo`` (a preset plus overrides)."""
+    p.add_argument("--pcm-preset", choices=["authors", "tuned"], default="authors",
+                   help="pcm: deployment preset. authors (default, the reference): the authors' conventions "
+                        "(update rounded to the nearest 1/16, no drift compensation, w_max = 1 for every "
+                        "array, readout on PCM). tuned: stochastic (unbiased) rounding to the same 1/16 grid, "
+                        "per-array w_max (the readout on its own scale), global drift compensation and the "
+                        "update written in the compensated frame. The options below override the preset")
+    p.add_argument("--digital-readout", action="store_true", default=None,
+                   help="pcm: keep the fixed readout W_out digital")
+    p.add_argument("--drift-compensation", choices=["none", "global", "per_column"], default=None,
+                   help="pcm: digital drift compensation of the MVM outputs (authors: none, tuned: global)")
+    p.add_argument("--update-rounding", choices=["nearest", "stochastic"], default=None,
+                   help="pcm: rounding of the update to the device grid (authors: nearest, tuned: stochastic)")
+    p.add_argument("--update-grid", type=float, default=None, metavar="STEP",
+                   help="pcm: update grid in units of w_max (default 1/16 = 0.0625: 1.5625 uS at g_max 25 uS)")
+    p.add_argument("--update-base", choices=["drifted", "target"], default=None,
+                   help="pcm: re-program a changed device to its drifted value + dW (default) or its last "
+                        "target + dW")
+    p.add_argument("--w-max", default=None, metavar="W|array",
+                   help="pcm: weight mapped to g_max, a number or 'array' (each array's own max|W|; "
+                        "authors: 1, tuned: array)")
+    p.add_argument("--compensated-update", action=argparse.BooleanOptionalAction, default=None,
+                   help="pcm: write the update in the drift-compensated frame (dW / alpha; tuned: on)")
 
-    # The authors' arm PCM model (SPEC section 2): weights in [-1, 1] on g_max = 25 uS, update rounded to
-    # multiples of 1/16 (round half to even), programming noise, drift (no compensation), read noise on
-    # every MVM; no DAC/ADC or output noise in their model.
-    cfg = PCMConfig(w_max=1.0 if clip else None, weight_bits=None, update_grid=1.0 / 16, update_rounding="nearest",
-                    update_base="drifted", dac_bits=None, adc_bits=None, out_noise=0.0, read_noise="per_mvm",
-                    drift_compensation=getattr(args, "drift_compensation", "none"), seed=args.seed)
-    counter = {"k": 0}
 
-    def make():
-        counter["k"] += 1
-        return PCMSubstrate(cfg.replace(seed=args.seed * 100003 + counter["k"]))
+def _pcm_setup(args):
+    """(substrate factory, digital_readout, description) of the PCM deployment the arguments ask for."""
+    from dataclasses import replace
 
-    return make
+    from pcmeta.agents import snn
+
+    preset = snn.ARM_PCM_PRESETS[args.pcm_preset]
+    w_max = None
+    if args.w_max is not None:
+        if str(args.w_max).lower() == "array":
+            w_max = "array"
+        else:
+            try:
+                w_max = float(args.w_max)
+            except ValueError:
+                raise ValueError(f"--w-max must be a positive number or 'array', got {args.w_max!r}") from None
+    pcm = dict(preset.pcm)
+    for field, val in (("drift_compensation", args.drift_compensation), ("update_rounding", args.update_rounding),
+                       ("update_grid", args.update_grid), ("update_base", args.update_base)):
+        if val is not None:
+            pcm[field] = val
+    if w_max is not None:
+        pcm["w_max"] = None if w_max == "array" else w_max
+    if getattr(args, "no_clip", False):
+        pcm["w_max"] = None
+    preset = replace(preset, pcm=pcm,
+                     digital_readout=preset.digital_readout if args.digital_readout is None else args.digital_readout,
+                     compensated_update=(preset.compensated_update if args.compensated_update is None
+                                         else args.compensated_update))
+    preset.config()  # validates (clear ValueError for a bad grid, w_max, ...)
+    factory = snn.pcm_substrate_factory(preset, seed=args.seed)
+    c = preset.config()
+    desc = (f"preset {args.pcm_preset}: update {c.update_rounding} to {c.update_grid:g} w_max, base {c.update_base}, "
+            f"drift compensation {c.drift_compensation}, w_max {'per array' if c.w_max is None else f'{c.w_max:g}'}"
+            f", readout {'digital' if preset.digital_readout else 'on PCM'}"
+            f"{', update in the compensated frame' if preset.compensated_update and c.drift_compensation != 'none' else ''}")
+    return factory, preset, desc
 
 
 def _arm_eval(args) -> int:
@@ -155,8 +200,16 @@ def _arm_eval(args) -> int:
     params = (snn.load_checkpoint_params(args.checkpoint, dtype=dtype) if args.checkpoint
               else snn.load_weights(args.weights, dtype=dtype))
     targets = traj.sample_targets(args.tasks, robot=args.robot, rng=np.random.default_rng(args.seed))
-    clip = None if (args.substrate != "pcm" or args.no_clip) else 1.0
-    factory = _pcm_factory(args, clip is not None) if args.substrate == "pcm" else None
+    clip, factory, digital_readout, pcm_desc, pcm_cfg = None, None, False, "", None
+    if args.substrate == "pcm":
+        factory, preset, pcm_desc = _pcm_setup(args)
+        clip = None if args.no_clip else preset.clip
+        digital_readout = preset.digital_readout
+        pcm_cfg = preset.config()
+    elif args.digital_readout or args.drift_compensation or args.update_rounding or args.update_grid \
+            or args.update_base or args.w_max or args.compensated_update is not None or args.pcm_preset != "authors":
+        raise ValueError("the PCM options (--pcm-preset, --digital-readout, --drift-compensation, --update-*, "
+                         "--w-max, --compensated-update) need --substrate pcm")
     if args.substrate == "pcm-authors":
         if args.engine != "torch":
             raise ValueError("--substrate pcm-authors draws read noise on every MVM: use --engine torch")
@@ -171,7 +224,7 @@ def _arm_eval(args) -> int:
     if args.engine == "torch":
         res = snn.evaluate(params, targets, batch_size=args.batch_size,
                            update_transform=snn.round_to_grid if args.round_update else None,
-                           substrate_factory=factory, digital_readout=args.digital_readout, settle_s=settle,
+                           substrate_factory=factory, digital_readout=digital_readout, settle_s=settle,
                            clip=clip, progress=True)
     else:
         if args.round_update:
@@ -179,14 +232,13 @@ def _arm_eval(args) -> int:
         from pcmeta.agents.snn_brian2 import evaluate_brian2
 
         res = evaluate_brian2(params, targets, target=args.brian2_target, substrate_factory=factory,
-                              digital_readout=args.digital_readout, settle_s=settle, clip=clip, progress=True)
+                              digital_readout=digital_readout, settle_s=settle, clip=clip, progress=True)
     wall = time.perf_counter() - t0
     stats = {k: snn.summarize(res[k]) for k in ("mse_omega_before", "mse_omega_after", "mse_xyz_before",
                                                  "mse_xyz_after", "loss_before", "loss_after")}
     cond = args.substrate + (f" (t = {args.time})" if args.substrate == "pcm" else "")
-    if args.substrate == "pcm" and (args.drift_compensation != "none" or args.digital_readout or args.no_clip):
-        cond += (f", drift compensation {args.drift_compensation}" + (", digital readout" if args.digital_readout
-                 else "") + (", no clipping (w_max per array)" if args.no_clip else ""))
+    if args.substrate == "pcm":
+        cond += f", {pcm_desc}" + (", no clipping" if args.no_clip else "")
     if args.substrate == "pcm-authors":
         cond += " (t/t0 = 32)"
     if args.round_update:
@@ -203,8 +255,11 @@ def _arm_eval(args) -> int:
            "loss_after": stats["loss_after"][0], "tasks": args.tasks,
            "sem": {k: v[1] for k, v in stats.items()}, "loss_before": stats["loss_before"][0],
            "engine": args.engine, "substrate": args.substrate, "time_s": settle if args.substrate == "pcm" else None,
-           "digital_readout": bool(args.digital_readout), "clip": clip,
-           "drift_compensation": args.drift_compensation if args.substrate == "pcm" else None,
+           "digital_readout": bool(digital_readout), "clip": clip,
+           "drift_compensation": pcm_cfg.drift_compensation if pcm_cfg is not None else None,
+           "pcm_preset": args.pcm_preset if pcm_cfg is not None else None,
+           "pcm_config": asdict(pcm_cfg) if pcm_cfg is not None else None,
+           "compensated_update": bool(pcm_cfg is not None and preset.compensated_update),
            "round_update": bool(args.round_update), "seed": args.seed,
            "weights": str(args.checkpoint or args.weights or snn.default_weights_path()), "wall_s": wall}
     if args.engine == "brian2":
@@ -261,15 +316,16 @@ def _arm_demo(args) -> int:
     settle = parse_duration(args.time)
     params = snn.load_weights(args.weights, dtype=torch.float64 if args.engine == "brian2" else torch.float32)
     if args.substrate == "pcm":
-        factory, clip = _pcm_factory(args, True), 1.0
+        factory, preset, pcm_desc = _pcm_setup(args)
+        clip, digital_readout = preset.clip, preset.digital_readout
     elif args.substrate == "pcm-authors":
         if args.engine != "torch":
             raise ValueError("--substrate pcm-authors draws read noise on every MVM: use --engine torch")
-        factory, clip = (lambda: snn.AuthorsArmPCM(seed=args.seed)), None
+        factory, clip, digital_readout, pcm_desc = (lambda: snn.AuthorsArmPCM(seed=args.seed)), None, False, ""
     else:
-        factory, clip = None, None
+        factory, clip, digital_readout, pcm_desc = None, None, False, ""
     agent = snn.EpropAgent(params, substrate_factory=factory, engine=args.engine, settle_s=settle,
-                           digital_readout=args.digital_readout, clip=clip, brian2_target=args.brian2_target)
+                           digital_readout=digital_readout, clip=clip, brian2_target=args.brian2_target)
     envs = [ArmTrajectoryEnv(render_mode="rgb_array" if video else None) for _ in range(2)]
     try:
         _, info = envs[0].reset(seed=args.seed)
@@ -293,13 +349,14 @@ def _arm_demo(args) -> int:
     finally:
         for env in envs:
             env.close()
-    figs = {"seed": args.seed, "substrate": args.substrate, "engine": args.engine}
+    figs = {"seed": args.seed, "substrate": args.substrate, "engine": args.engine,
+            "pcm_preset": args.pcm_preset if args.substrate == "pcm" else None}
     for k, tag in enumerate(("demo", "test")):
         figs[f"mse_omega_{tag}"] = float(np.mean((res[f"omega_{tag}"] - task["omega"]) ** 2))
         figs[f"mse_xyz_{tag}"] = float(np.mean((paths[k] - task["xyz"]) ** 2))
     figs["learn_s"] = t_learn
     print(f"one-shot arm demo: target seed {args.seed}, substrate {args.substrate}"
-          f"{f' (t = {args.time})' if args.substrate == 'pcm' else ''}, engine {args.engine}")
+          f"{f' (t = {args.time}, {pcm_desc})' if args.substrate == 'pcm' else ''}, engine {args.engine}")
     print(f"{'':<26}{'MSE omega (rad/s)^2':>20}{'MSE xyz (m^2, executed)':>26}")
     print(f"{'demonstration (before)':<26}{figs['mse_omega_demo']:>20.4f}{figs['mse_xyz_demo']:>26.4f}")
     print(f"{'test (after ONE update)':<26}{figs['mse_omega_test']:>20.4f}{figs['mse_xyz_test']:>26.4f}")
@@ -349,7 +406,8 @@ def _plot_demo(task, res, paths, path: Path, figs) -> None:
         ax.set_ylabel(f"{name} (m)")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
-    axes[0].set_title(f"one-shot learning, target seed {figs['seed']}, {figs['substrate']}, {figs['engine']}: "
+    sub = figs["substrate"] + (f" ({figs['pcm_preset']})" if figs.get("pcm_preset") else "")
+    axes[0].set_title(f"one-shot learning, target seed {figs['seed']}, {sub}, {figs['engine']}: "
                       f"MSE xyz {figs['mse_xyz_demo']:.3g} -> {figs['mse_xyz_test']:.3g} m$^2$")
     for j in range(2):
         ax = axes[3 + j]
