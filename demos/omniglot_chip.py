@@ -45,6 +45,8 @@ def register(groups) -> None:
     p = groups["omniglot"].add_parser("compare", help="the paper's software vs PCM table after 0..4 on-chip steps")
     _common(p, tasks=1000)
     p.add_argument("--shots", default="5,1", help="comma-separated K (default 5,1)")
+    p.add_argument("--float-weights", metavar="PATH", help="the 32-bit software model (default: the shipped "
+                   "float paper_5w5s.npz); the other rows use --weights (the 4-bit model)")
     p.add_argument("--out", default="results/omniglot_compare", help="output folder (table.md, compare.json)")
     p.set_defaults(func=_compare)
 
@@ -132,22 +134,29 @@ def _compare(args) -> int:
     from pcmeta.agents.maml import mean_ci95
     from pcmeta.agents.maml_chip import evaluate_on_chip
 
+    from pcmeta.agents.maml import MAML, WEIGHTS_DIR
+
     model, pool, weights = _setup(args)
+    float_weights = Path(args.float_weights) if args.float_weights else WEIGHTS_DIR / "paper_5w5s.npz"
+    float_model = MAML.from_weights(float_weights)
     shots = [int(s) for s in args.shots.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    res = {"weights": str(weights), "tasks": args.tasks, "command": _cmdline(args), "rows": {}}
+    res = {"weights": str(weights), "float_weights": str(float_weights), "tasks": args.tasks,
+           "command": _cmdline(args), "rows": {}}
     t0 = time.time()
     for k in shots:
         for name, proto in compare_conditions().items():
-            r = evaluate_on_chip(model, _sampler(pool, args, k, args.seed), args.tasks, proto, seed=args.seed,
+            m = float_model if name.startswith("32-bit") else model
+            r = evaluate_on_chip(m, _sampler(pool, args, k, args.seed), args.tasks, proto, seed=args.seed,
                                  progress=True)
             steps = [mean_ci95(r["acc_steps"][:, s]) for s in range(r["acc_steps"].shape[1])]
             res["rows"][f"{k}-shot | {name}"] = [{"accuracy": m, "ci95": c} for m, c in steps]
             print(f"{k}-shot {name:32s} " + "  ".join(f"{100 * m:5.1f}" for m, _ in steps), flush=True)
     res["wall_s"] = time.time() - t0
     lines = [f"{args.ways}-way, {args.tasks} tasks from the 20 evaluation alphabets, accuracy (%) +- 95 % CI after "
-             f"0..4 on-chip SGD steps of the readout (lr {model.cfg.inner_lr}); weights `{weights.name}`.", "",
+             f"0..4 on-chip SGD steps of the readout (lr {model.cfg.inner_lr}); 32-bit software: "
+             f"`{float_weights.name}`, other rows: `{weights.name}`; the same tasks in every row.", "",
              "| shots | model | 0 steps | 1 | 2 | 3 | 4 |", "|---|---|---|---|---|---|---|"]
     for key, row in res["rows"].items():
         k, name = key.split(" | ")
