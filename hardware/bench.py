@@ -71,8 +71,50 @@ def throughput_ratio(batch: int = 1024, size: int = 256, reps: int = 30, seed: i
     return {"pcm_s": pcm, "bare_s": bare, "ratio": bare / pcm}
 
 
+def device_statistics(n_rows: int = 400, n_cols: int = 256, seed: int = 0) -> dict:
+    """Measured / model ratios of the device statistics over n_rows * n_cols devices per figure.
+
+    Programming-noise std at g = 0.1, 0.5, 1.0; drift-exponent mean and std at the same g; mean
+    G(1 day)/G_prog against E[((t + t0)/t0)^-nu] = exp(-mu L + (sigma L)^2 / 2) with L = ln((t + t0)/t0);
+    read-noise std (per time point, no drift or programming noise) at g = 0.5, 1 day after programming.
+    """
+    from .devices import PCMLikeDevice, read_noise_time_factor
+
+    dev = PCMLikeDevice()
+    out: dict = {"devices_per_figure": n_rows * n_cols}
+    for i, g in enumerate((0.1, 0.5, 1.0)):
+        gt = torch.tensor([g], dtype=torch.float64)
+        sub = PCMSubstrate(PCMConfig(w_max=1.0, read_noise_scale=0.0, seed=seed + i))
+        d = sub.place("w", np.full((n_rows, n_cols), g)).devices()["plus"]
+        err = d["g_prog_uS"] - d["g_target_uS"]
+        out[f"prog_noise_std_ratio_g{g}"] = float(err.std() / dev.prog_noise_std_uS(gt)[0])
+        out[f"drift_mu_ratio_g{g}"] = float(d["nu"].mean() / dev.drift_mu(gt)[0])
+        out[f"drift_sigma_ratio_g{g}"] = float(d["nu"].std() / dev.drift_sigma(gt)[0])
+    g, t = 0.8, 86400.0
+    gt = torch.tensor([g], dtype=torch.float64)
+    sub = PCMSubstrate(PCMConfig(w_max=1.0, prog_noise_scale=0.0, read_noise_scale=0.0, seed=seed))
+    arr = sub.place("w", np.full((n_rows, n_cols), g))
+    sub.elapse(t)
+    d = arr.devices()["plus"]
+    L = np.log((t + 20.0) / 20.0)
+    mu, sd = float(dev.drift_mu(gt)[0]), float(dev.drift_sigma(gt)[0])
+    out["drift_1d_mean_ratio_g0.8"] = float((d["g_now_uS"] / d["g_prog_uS"]).mean() / np.exp(-mu * L + 0.5 * (sd * L) ** 2))
+    g = 0.5
+    sub = PCMSubstrate(PCMConfig(w_max=1.0, prog_noise_scale=0.0, drift_scale=0.0, read_noise="per_time", seed=seed))
+    arr = sub.place("w", np.full((n_rows, n_cols), g))
+    sub.elapse(t)
+    expected = g * float(dev.read_q_s(torch.tensor([g]))[0]) * read_noise_time_factor(t, 20.0, 250e-9)
+    out["read_noise_std_ratio_g0.5_1d"] = float((arr.read() - g).std() / expected)
+    return out
+
+
 def run_bench_pcm(json_out: str | None = None, seed: int = 0) -> int:
     torch.set_num_threads(1)
+    stats = device_statistics(seed=seed)
+    print(f"device statistics, measured / model over {stats['devices_per_figure']} devices each:")
+    for k, v in stats.items():
+        if k != "devices_per_figure":
+            print(f"    {k:34s} {v:.4f}")
     err = mvm_error_vs_time(seed=seed)
     ref = {"gdc": {"1s": 0.105, "1d": 0.14, "1y": 0.18}, "none": {"1y": 0.51}}
     print("(a) relative MVM error ||y - y_ideal|| / ||y_ideal||, 256x256, N(0,1) weights clipped at 2.5 sigma,")
@@ -90,7 +132,7 @@ def run_bench_pcm(json_out: str | None = None, seed: int = 0) -> int:
           f"throughput ratio {tp['ratio']:.2f} (target >= 0.25)")
     if json_out:
         with open(json_out, "w") as f:
-            json.dump({"mvm_rel_error": err, "throughput_ratio": tp["ratio"],
+            json.dump({"mvm_rel_error": err, "throughput_ratio": tp["ratio"], "device_statistics": stats,
                        "timings_s": {"pcm": tp["pcm_s"], "bare": tp["bare_s"]}}, f, indent=2)
         print(f"wrote {json_out}")
     return 0
