@@ -845,8 +845,9 @@ ARM_PCM_PRESETS: dict[str, ArmPCMPreset] = {
 def _compensation_scale(arr: Any) -> Any:
     """The drift-compensation output scale a PCM array applies now ((1,) or (out,) float64 tensor), or None.
 
-    Reads the array's controller state (``PCMArray._alpha``); None for arrays without compensation."""
-    fn = getattr(arr, "_alpha", None)
+    Reads the array's controller state (``PCMArray.compensation_scale``); None for arrays without
+    compensation."""
+    fn = getattr(arr, "compensation_scale", None)
     return fn() if callable(fn) else None
 
 

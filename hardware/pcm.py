@@ -370,6 +370,13 @@ class PCMArray(SynapticArray):
         den = y.abs().sum(dim=0)
         return torch.where(den > 0, ref.abs().sum(dim=0) / den.clamp(min=1e-30), torch.ones_like(den))
 
+    def compensation_scale(self) -> torch.Tensor | None:
+        """The digital drift-compensation factor(s) applied to this array's outputs now (float64 tensor of
+        shape (1,) for "global", (out,) for "per_column"), or None without compensation. An update meant to
+        move the effective weights by dW is written to the devices as dW / scale."""
+        alpha = self._alpha()
+        return None if alpha is None else alpha.clone()
+
     # ----------------------------------------------------------------------------------- read/update
     def read(self, ideal: bool = False) -> ArrayLike:
         """Effective weights now: drifted conductances (with this time point's read noise when
