@@ -269,11 +269,27 @@ class PCMArray(SynapticArray):
             if pad:
                 G = torch.nn.functional.pad(G, (0, 0, 0, pad))
                 var = torch.nn.functional.pad(var, (0, 0, 0, pad)) if var is not None else None
-            G = G.to(dtype=dtype, device=device).reshape(n_rt, cfg.tile_rows, self.shape[1]).contiguous()
+            # outputs are computed directly in ADC steps: fold 1/step into G and 1/step^2 into var
+            u = self._output_unit()
+            G = (G / u).to(dtype=dtype, device=device).reshape(n_rt, cfg.tile_rows, self.shape[1]).contiguous()
             if var is not None:
-                var = var.to(dtype=dtype, device=device).reshape(n_rt, cfg.tile_rows, self.shape[1]).contiguous()
+                var = (var / u**2).to(dtype=dtype, device=device).reshape(n_rt, cfg.tile_rows,
+                                                                          self.shape[1]).contiguous()
             st["typed"][key] = (G, var)
         return st["typed"][key]
+
+    def _dac_levels(self) -> float:
+        """Input levels per sign (DAC), 1.0 for an ideal DAC (inputs then stay in [-1, 1])."""
+        cfg = self.substrate.config
+        return float(2 ** (cfg.dac_bits - 1) - 1) if cfg.dac_bits is not None else 1.0
+
+    def _output_unit(self) -> float:
+        """The unit of the analog core's outputs in DAC-level x normalised-conductance units: one ADC step
+        (``2 adc_bound L / (2^adc_bits - 2)``), or 1 for an ideal ADC."""
+        cfg = self.substrate.config
+        if cfg.adc_bits is None:
+            return 1.0
+        return 2.0 * cfg.adc_bound * self._dac_levels() / float(2 ** cfg.adc_bits - 2)
 
     # ------------------------------------------------------------------------------------------ MVM
     def _analog(self, x: torch.Tensor, count_saturation: bool = True, alpha: torch.Tensor | None = None
@@ -293,7 +309,8 @@ class PCMArray(SynapticArray):
         # per-sample abs-max scaling and DAC
         scale = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        lv = float(2 ** (cfg.dac_bits - 1) - 1) if cfg.dac_bits is not None else 1.0
+        lv = self._dac_levels()
+        u = self._output_unit()  # G and var are cached in these units
         xq = x * (lv / scale)
         if cfg.dac_bits is not None:
             xq.round_()
@@ -307,8 +324,8 @@ class PCMArray(SynapticArray):
             xt = xq.reshape(B, n_rt, R).transpose(0, 1)              # (n_rt, B, R)
             y = torch.bmm(xt, G).transpose(0, 1)                      # (B, n_rt, out)
             v = torch.bmm(xt * xt, var).transpose(0, 1) if var is not None else None
-        # read noise (exact per-MVM sampling in output space) and output noise, in level units
-        on2 = (cfg.out_noise * lv) ** 2
+        # read noise (exact per-MVM sampling in output space) and output noise, in output units
+        on2 = (cfg.out_noise * lv / u) ** 2
         if v is not None or on2 > 0:
             # one fused draw y ~ N(y, std) (measured faster than randn + addcmul on CPU)
             std = math.sqrt(on2) if v is None else v.add_(on2).sqrt_()  # x^2, var >= 0: no clamp needed
@@ -316,18 +333,20 @@ class PCMArray(SynapticArray):
                 y = torch.normal(y, std, generator=sub.generator)
             else:
                 y = y + torch.randn(y.shape, generator=sub.generator, dtype=dtype).to(device) * std
-        factor = scale * (self.w_max / lv)
+        factor = scale * (self.w_max * u / lv)  # (B, 1): ADC steps -> weight units
         if cfg.adc_bits is not None:
-            b = cfg.adc_bound * lv
+            b = float(2 ** (cfg.adc_bits - 1) - 1)  # the ADC's largest code, in steps
             lo, hi = torch.aminmax(y)
             if max(float(hi), -float(lo)) > b:
+                yc = y.clamp(-b, b)
                 if count_saturation:
-                    self.adc_saturations += int(torch.count_nonzero(y.abs() > b))
-                y = y.clamp(-b, b)
-            step = 2.0 * b / float(2 ** cfg.adc_bits - 2)
-            y = y.mul_(1.0 / step).round_() if y.is_contiguous() else torch.round(y / step)
-            factor = factor * step
+                    self.adc_saturations += int(torch.count_nonzero(yc != y))
+                y = yc
+            y = y.round_() if y.is_contiguous() else torch.round(y)
         y = y.sum(dim=1) if y.shape[1] > 1 else y[:, 0]
+        if alpha is not None and alpha.numel() == 1:
+            factor = factor * alpha.to(dtype=dtype, device=device)  # fold a global scale into (B, 1)
+            alpha = None
         y = y.mul_(factor) if y.is_contiguous() else y * factor
         if alpha is not None:
             y = y.mul_(alpha.to(dtype=dtype, device=device))
