@@ -84,6 +84,11 @@ class MAMLConfig:
             pass during meta-training (straight-through).
         quantize: which matrices pass through the substrate transform in training: ``"all"`` (conv
             layers and readout) or ``"conv"`` (the readout stays exact, e.g. a digital readout).
+        train_substrate: ``"software"`` (``SoftwareSubstrate(bits)``) or ``"pcm"``: noise-aware
+            meta-training with ``PCMSubstrate(PCMConfig(weight_bits=bits, w_max=1)).transform`` in the forward
+            pass (programming noise, drift to ``train_time_s`` after programming, read noise; fresh draws on
+            every forward; straight-through gradient).
+        train_time_s: time after programming of the PCM model used by ``train_substrate="pcm"`` (s).
     """
 
     arch: str = "paper"
@@ -103,6 +108,8 @@ class MAMLConfig:
     split: str = "paper"
     bits: int | None = None
     quantize: str = "all"
+    train_substrate: str = "software"
+    train_time_s: float = 86400.0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -116,6 +123,8 @@ class MAMLConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {self.inner_steps}")
+        if self.train_substrate not in ("software", "pcm"):
+            raise ValueError(f"train_substrate must be 'software' or 'pcm', got {self.train_substrate!r}")
         if self.quantize not in ("all", "conv"):
             raise ValueError(f"quantize must be 'all' or 'conv', got {self.quantize!r}")
         if self.bits is not None and int(self.bits) < 1:
@@ -588,7 +597,12 @@ class MAML:
         self.device = torch.device(device)
         p = params if params is not None else init_params(cfg, seed, dtype)
         self.params = {k: torch.nn.Parameter(v.detach().to(self.device, dtype).clone()) for k, v in p.items()}
-        if substrate is None and cfg.bits is not None:
+        if substrate is None and cfg.train_substrate == "pcm":
+            from pcmeta.hardware import PCMConfig, PCMSubstrate
+
+            substrate = PCMSubstrate(PCMConfig(weight_bits=cfg.bits, w_max=1.0, seed=seed))
+            substrate.elapse(float(cfg.train_time_s))  # transform() realises the weights at this time
+        elif substrate is None and cfg.bits is not None:
             from pcmeta.hardware import SoftwareSubstrate
 
             substrate = SoftwareSubstrate(bits=int(cfg.bits), seed=seed)

@@ -27,6 +27,11 @@ def register(groups) -> None:
     p.add_argument("--quantize", choices=("all", "conv"), help="with --bits: quantize conv layers and readout "
                    "(all, default) or the conv layers only")
     p.add_argument("--first-order", action="store_true", help="first-order MAML")
+    p.add_argument("--noise-aware", action="store_true", help="meta-train through the PCM model "
+                   "(PCMSubstrate.transform: --bits quantization, programming noise, drift to --train-time, read "
+                   "noise; straight-through)")
+    p.add_argument("--train-time", default="1d", help="with --noise-aware: time after programming of the "
+                   "PCM model (1min, 1h, 1d, ... or seconds; default 1d)")
     p.add_argument("--init-weights", metavar="PATH", help="start from these weights (.npz) instead of a random "
                    "init, e.g. quantization-aware fine-tuning of a float model")
     p.add_argument("--rescale-conv", action="store_true", help="with --init-weights: scale each conv layer to "
@@ -113,10 +118,14 @@ def _train(args) -> int:
     _check_device(args.device)
     from pcmeta.agents.maml import Trainer, preset
 
+    from pcmeta.demos.omniglot_chip import parse_time
+
+    extra = dict(train_substrate="pcm", train_time_s=parse_time(args.train_time)) if args.noise_aware else {}
     cfg = preset(args.preset, iterations=args.iterations, meta_batch=args.meta_batch, bits=args.bits,
-                 first_order=True if args.first_order else None, quantize=args.quantize)
+                 first_order=True if args.first_order else None, quantize=args.quantize, **extra)
     name = (f"omniglot-{args.preset}" + (f"-{args.bits}bit" if args.bits else "")
-            + ("-convq" if args.quantize == "conv" else "") + f"-s{args.seed}")
+            + ("-convq" if args.quantize == "conv" else "") + ("-noiseaware" if args.noise_aware else "")
+            + f"-s{args.seed}")
     run_dir = Path(args.run_dir or Path("runs") / name)
     init = None
     if args.init_weights:

@@ -108,3 +108,22 @@ def test_sweep_quick_writes_csv_plots_and_table(tmp_path, omniglot_dir):
     assert cost["pcm"]["inference"]["macs"] > 0 and cost["pcm"]["inference"]["programming_events"] == 0
     assert cost["digital_baseline"]["inference"]["energy_J"] > 0
     assert "| time |" in (out / "sweep.md").read_text()
+
+
+def test_noise_aware_config_trains_through_the_pcm_model():
+    from pcmeta.agents.maml import MAMLConfig
+    from pcmeta.hardware import PCMSubstrate
+
+    cfg = MAMLConfig(bits=4, train_substrate="pcm", train_time_s=3600.0, meta_batch=2)
+    m = MAML(cfg, seed=0)
+    assert isinstance(m.substrate, PCMSubstrate) and m.substrate.time_s == 3600.0
+    W = m.params["conv2"]
+    a, b = m.transform(W), m.transform(W)
+    assert not torch.equal(a, b)                          # fresh device noise on every forward
+    assert torch.isfinite(a).all() and (a - W).abs().max() > 0  # the chip's weights, not W itself
+    x, y = torch.rand(2, 25, 1, 28, 28), torch.arange(5).repeat_interleave(5).expand(2, 25)
+    loss, _ = m.meta_loss(x, y, x, y)
+    loss.backward()
+    assert W.grad is not None and torch.isfinite(W.grad).all() and W.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="train_substrate"):
+        MAMLConfig(train_substrate="fpga")
