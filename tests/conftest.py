@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -26,3 +27,13 @@ def reference_dir() -> Path:
     if not d.is_dir():
         pytest.fail(f"reference weights not found in {d}")
     return d
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread: small per-step tensor work is many times faster so on the shared 2-core machines
+    (test_snn.py: 115 s with the default threads, 11 s with one)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -6,13 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pcmeta.agents import maml as M
 from pcmeta.hardware import SoftwareSubstrate
 from pcmeta.tasks.omniglot import TaskSampler, class_pool
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

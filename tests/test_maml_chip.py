@@ -13,7 +13,6 @@ from pcmeta.agents.maml_chip import ChipProtocol, chip_cost, evaluate_on_chip
 from pcmeta.hardware import PCMConfig
 from pcmeta.tasks.omniglot import TaskSampler, class_pool
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

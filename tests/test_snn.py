@@ -12,15 +12,6 @@ from pcmeta.agents import snn
 from pcmeta.tasks import trajectories as traj
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small per-step tensor work is many times faster on one thread on the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = snn.SNNConfig(n_in=3, n_rec=7, n_out=2, n_alif=3, v_th=0.5, tau_a=30.0, beta=0.8)
 
 

@@ -8,16 +8,7 @@ import torch
 from pcmeta.agents import snn
 from pcmeta.tasks import trajectories as traj
 
-brian2 = pytest.importorskip("brian2")
-from pcmeta.agents.snn_brian2 import Brian2OneShot, evaluate_brian2  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from pcmeta.agents.snn_brian2 import Brian2OneShot, evaluate_brian2  # brian2 is a hard dependency: no skip
 
 
 @pytest.fixture(scope="module")

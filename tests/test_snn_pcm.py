@@ -14,14 +14,6 @@ from pcmeta.hardware import PCMConfig, PCMSubstrate
 from pcmeta.tasks import trajectories as traj
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def released(reference_dir):
     path = reference_dir / "authors_arm_natural_eprop.npz"
