@@ -46,7 +46,6 @@ brian2 run, so brian2's per-run preparation is paid once per episode.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import types
 from typing import Any, Mapping

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -129,8 +128,6 @@ def compare_conditions(steps: int = 4):
 
 
 def _compare(args) -> int:
-    import numpy as np
-
     from pcmeta.agents.maml import mean_ci95
     from pcmeta.agents.maml_chip import evaluate_on_chip
 
@@ -206,8 +203,6 @@ def sweep_conditions(quick: bool):
 
 def _sweep(args) -> int:
     import csv
-
-    import numpy as np
 
     from pcmeta.agents.maml import MAML, mean_ci95
     from pcmeta.agents.maml_chip import ChipProtocol, chip_cost, evaluate_on_chip
@@ -297,7 +292,7 @@ def _plots(rows, out: Path) -> list[Path]:
 
 
 def _markdown(rows, cost, digital, cmd, tasks, weights, wall_s) -> str:
-    lines = [f"# Omniglot on the simulated PCM chip: sweep", "",
+    lines = ["# Omniglot on the simulated PCM chip: sweep", "",
              f"5-way 5-shot, {tasks} tasks per point from the evaluation alphabets, 4 on-chip steps unless the "
              f"row says otherwise; PCM: 4-bit weights on the fixed [-1, 1) grid (w_max 1), 1/16 update grid, "
              f"8-bit DAC/ADC, aihwkit PCM statistics; adapted 1 min after programming unless the row says otherwise. "

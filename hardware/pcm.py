@@ -26,7 +26,7 @@ read value at G >= 0, which only matters for devices with G close to 0, whose co
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
