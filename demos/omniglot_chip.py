@@ -242,7 +242,7 @@ def _sweep(args) -> int:
         w.writerows(rows)
     cost = chip_cost(model, _sampler(pool, args, 5, args.seed + 1), ChipProtocol(pcm=_pcm()), seed=args.seed)
     digital = {ph: {"energy_J": cost[ph]["macs"] * DIGITAL["mac_J"] + cost[ph]["programming_events"] *
-                    DIGITAL["write_J"] * (ph != "programming"),
+                    DIGITAL["write_J"],
                     "latency_s": cost[ph]["macs"] / DIGITAL["macs_per_s"]} for ph in ("adaptation", "inference")}
     (out / "cost.json").write_text(json.dumps({"pcm": cost, "digital_baseline": digital,
                                                "digital_constants": DIGITAL}, indent=2))

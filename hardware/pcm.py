@@ -200,8 +200,6 @@ class PCMArray(SynapticArray):
     def _program(self, mask: torch.Tensor, w_new: torch.Tensor) -> None:
         """Program the devices of the weights in ``mask`` to the normalised values ``w_new`` (in [-1, 1])."""
         sub: PCMSubstrate = self.substrate
-        cfg, dev = sub.config, sub.device
-        gen = sub.generator
         w_new = w_new.clamp(-1.0, 1.0)
         for side, target in ((self._pos, w_new.clamp(min=0.0)), (self._neg, (-w_new).clamp(min=0.0))):
             # a device is re-programmed if its weight changed and it carries (or carried) a non-zero target
@@ -210,13 +208,10 @@ class PCMArray(SynapticArray):
             if n == 0:
                 continue
             g_t = target[sel]
-            sigma = dev.prog_noise_std_uS(g_t) * (cfg.g_max_uS / dev.g_ref_uS) / cfg.g_max_uS
-            noise = torch.randn(n, generator=gen, dtype=torch.float64)
-            g_p = (g_t + cfg.prog_noise_scale * sigma * noise).clamp(min=0.0)
-            nu = (dev.drift_mu(g_t) + dev.drift_sigma(g_t) * torch.randn(n, generator=gen, dtype=torch.float64))
+            g_p, nu = sub.draw_programming(g_t)
             side.g_target[sel] = g_t
             side.g_prog[sel] = g_p
-            side.nu[sel] = nu.abs() * cfg.drift_scale
+            side.nu[sel] = nu
             side.t_prog[sel] = sub.time_s
             self.programming_events += n
         self._cache_time = None
@@ -227,15 +222,14 @@ class PCMArray(SynapticArray):
         sub: PCMSubstrate = self.substrate
         if self._cache_time == sub.time_s and self._cache:
             return self._cache
-        cfg, dev = sub.config, sub.device
+        cfg = sub.config
         parts = {}
         var = None
         for key, side in (("pos", self._pos), ("neg", self._neg)):
             tp = (sub.time_s - side.t_prog).clamp(min=0.0)
             g_t = side.g_prog * drift_factor(tp, side.nu, cfg.t0_s)
             if cfg.read_noise_scale > 0:
-                sig = g_t * dev.read_q_s(side.g_prog) * read_noise_time_factor(tp, cfg.t0_s, cfg.t_read_s)
-                sig = sig * cfg.read_noise_scale
+                sig = sub.read_noise_std(g_t, side.g_prog, tp)
                 if cfg.read_noise == "per_time":
                     g_t = (g_t + sig * torch.randn(g_t.shape, generator=sub.generator, dtype=torch.float64)
                            ).clamp(min=0.0)
@@ -517,6 +511,25 @@ class PCMSubstrate(Substrate):
         self.arrays[name] = arr
         return arr
 
+    def draw_programming(self, g_target: torch.Tensor, generator: torch.Generator | None = None):
+        """Program devices to normalised targets: (conductance right after programming with programming
+        noise, clipped at 0; drift exponent |N(mu, sigma)| times ``drift_scale``), drawn in that order."""
+        cfg, dev = self.config, self.device
+        gen = generator or self.generator
+        sigma = dev.prog_noise_std_uS(g_target) * (cfg.g_max_uS / dev.g_ref_uS) / cfg.g_max_uS
+        noise = torch.randn(g_target.shape, generator=gen, dtype=torch.float64)
+        g_p = (g_target + cfg.prog_noise_scale * sigma * noise).clamp(min=0.0)
+        nu = dev.drift_mu(g_target) + dev.drift_sigma(g_target) * torch.randn(g_target.shape, generator=gen,
+                                                                             dtype=torch.float64)
+        return g_p, nu.abs() * cfg.drift_scale
+
+    def read_noise_std(self, g_now: torch.Tensor, g_prog: torch.Tensor, t_since_prog_s) -> torch.Tensor:
+        """Std of the 1/f read noise (normalised conductance) of devices now at ``g_now``, programmed to
+        ``g_prog`` ``t_since_prog_s`` seconds ago (scaled by ``read_noise_scale``)."""
+        cfg = self.config
+        return (g_now * self.device.read_q_s(g_prog) * read_noise_time_factor(t_since_prog_s, cfg.t0_s, cfg.t_read_s)
+                * cfg.read_noise_scale)
+
     def transform(self, W: torch.Tensor, generator: torch.Generator | None = None,
                   t_since_prog_s: float | None = None) -> torch.Tensor:
         """Differentiable chip realisation of ``W`` for noise-aware training (straight-through).
@@ -525,7 +538,7 @@ class PCMSubstrate(Substrate):
         substrate's current time), applies read noise and the global drift compensation if configured;
         the result equals ``W`` in the backward pass. Periphery (DAC/ADC/output noise) is not included.
         """
-        cfg, dev = self.config, self.device
+        cfg = self.config
         gen = generator or self.generator
         t = self.time_s if t_since_prog_s is None else float(t_since_prog_s)
         with torch.no_grad():
@@ -537,16 +550,11 @@ class PCMSubstrate(Substrate):
             G = torch.zeros_like(w)
             G_ref = torch.zeros_like(w)
             for sign, g_t in ((1.0, w.clamp(min=0.0)), (-1.0, (-w).clamp(min=0.0))):
-                sigma = dev.prog_noise_std_uS(g_t) * (cfg.g_max_uS / dev.g_ref_uS) / cfg.g_max_uS
-                g_p = (g_t + cfg.prog_noise_scale * sigma * torch.randn(w.shape, generator=gen, dtype=torch.float64)
-                       ).clamp(min=0.0)
-                nu = (dev.drift_mu(g_t) + dev.drift_sigma(g_t) * torch.randn(w.shape, generator=gen,
-                                                                             dtype=torch.float64)).abs()
-                g_d = g_p * drift_factor(t, nu * cfg.drift_scale, cfg.t0_s)
+                g_p, nu = self.draw_programming(g_t, gen)
+                g_d = g_p * drift_factor(t, nu, cfg.t0_s)
                 if cfg.read_noise_scale > 0:
-                    sig = g_d * dev.read_q_s(g_p) * read_noise_time_factor(t, cfg.t0_s, cfg.t_read_s)
-                    g_d = (g_d + cfg.read_noise_scale * sig * torch.randn(w.shape, generator=gen,
-                                                                         dtype=torch.float64)).clamp(min=0.0)
+                    sig = self.read_noise_std(g_d, g_p, t)
+                    g_d = (g_d + sig * torch.randn(w.shape, generator=gen, dtype=torch.float64)).clamp(min=0.0)
                 G += sign * g_d
                 G_ref += sign * g_p
             if cfg.drift_compensation == "global":
