@@ -462,12 +462,27 @@ def arm_losses(omega: torch.Tensor, targets: traj.ArmTargets) -> dict[str, torch
     differentiable kinematics. Returns per-task (B,) tensors mse_omega ((rad/s)^2, mean over steps and
     joints), mse_xyz (m^2, mean over steps and coordinates) and loss = 0.5 mse_omega + 0.5 mse_xyz.
     """
-    dt, dev = omega.dtype, omega.device
-    om_t = torch.as_tensor(np.asarray(targets.numpy().omega), dtype=dt, device=dev)
-    xyz_t = torch.as_tensor(np.asarray(targets.numpy().xyz), dtype=dt, device=dev)
-    q = traj.angles_from_velocities(omega, torch.as_tensor(np.asarray(targets.start), dtype=dt, device=dev))
-    xyz = traj.forward_kinematics(q, targets.robot)
-    mse_o = ((omega - om_t) ** 2).mean(dim=(1, 2))
+    t = target_tensors(targets, dtype=omega.dtype, device=omega.device)
+    return arm_losses_tensors(omega, t["omega"], t["xyz"], t["start"], targets.robot)
+
+
+def target_tensors(targets: traj.ArmTargets, dtype=torch.float32, device=None,
+                   clean_code: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors one batch of targets contributes to an episode and its loss: omega (B, T, 2) rad/s,
+    xyz (B, T, 3) m, start (2,) rad and the LSG input x_lsg (B, T, 53) (paper's code, or the clean one)."""
+    tn = targets.numpy()
+    f = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+    return {"omega": f(tn.omega), "xyz": f(tn.xyz), "start": f(tn.start),
+            "x_lsg": f(traj.lsg_input(tn.xyz, clean=clean_code))}
+
+
+def arm_losses_tensors(omega: torch.Tensor, omega_t: torch.Tensor, xyz_t: torch.Tensor, start: torch.Tensor,
+                       robot: str = "scorbot") -> dict[str, torch.Tensor]:
+    """:func:`arm_losses` on tensors only (no host round trip, so it can be captured in a CUDA graph):
+    omega, omega_t (B, T, 2) rad/s, xyz_t (B, T, 3) m, start (2,) rad."""
+    q = traj.angles_from_velocities(omega, start)
+    xyz = traj.forward_kinematics(q, robot)
+    mse_o = ((omega - omega_t) ** 2).mean(dim=(1, 2))
     mse_x = ((xyz - xyz_t) ** 2).mean(dim=(1, 2))
     return {"mse_omega": mse_o, "mse_xyz": mse_x, "loss": 0.5 * mse_o + 0.5 * mse_x}
 
@@ -492,19 +507,31 @@ def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, e
     """
     dtype = params["W_in_lsg"].dtype
     dev = params["W_in_lsg"].device
-    xyz = targets.numpy().xyz
-    clock = torch.as_tensor(traj.clock_input(xyz.shape[-2]), dtype=dtype, device=dev)
-    x_lsg = torch.as_tensor(traj.lsg_input(xyz, clean=clean_code), dtype=dtype, device=dev)
-    ep = one_shot_episode(params, clock, x_lsg, eta=eta)
-    task = arm_losses(ep["omega_after"], targets)
+    t = target_tensors(targets, dtype=dtype, device=dev, clean_code=clean_code)
+    clock = torch.as_tensor(traj.clock_input(t["xyz"].shape[-2]), dtype=dtype, device=dev)
+    loss, figs = meta_loss_tensors(params, clock, t, robot=targets.robot, eta=eta)
+    return loss, {k: float(v) for k, v in figs.items()}
+
+
+#: the figures :func:`meta_loss_tensors` reports (in this order in :func:`meta_train`'s history)
+META_FIGURES = ("loss", "mse_omega", "mse_xyz", "reg", "rate_lsg_hz", "rate_learner_hz")
+
+
+def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, batch: Mapping[str, torch.Tensor],
+                      *, robot: str = "scorbot", eta: float = ETA) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`meta_loss` on tensors only: ``batch`` is :func:`target_tensors`' dict, ``clock`` (T, 5).
+    Nothing here leaves the device, so one call plus ``backward()`` can be captured in a CUDA graph.
+    Returns (loss, figures as 0-d tensors, keys :data:`META_FIGURES`)."""
+    ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta)
+    task = arm_losses_tensors(ep["omega_after"], batch["omega"], batch["xyz"], batch["start"], robot)
     # the learning network's rate is taken over its demonstration and test trials together
     reg = (rate_regularization(ep["z_lsg"], LSG)
            + rate_regularization(torch.cat([ep["z_demo"], ep["z_test"]], dim=1), LEARNER))
     loss = task["loss"].mean() + reg
     with torch.no_grad():
-        figs = {"loss": float(task["loss"].mean()), "mse_omega": float(task["mse_omega"].mean()),
-                "mse_xyz": float(task["mse_xyz"].mean()), "reg": float(reg),
-                "rate_lsg_hz": float(ep["z_lsg"].mean()) * 1e3, "rate_learner_hz": float(ep["z_test"].mean()) * 1e3}
+        figs = {"loss": task["loss"].mean(), "mse_omega": task["mse_omega"].mean(),
+                "mse_xyz": task["mse_xyz"].mean(), "reg": reg.detach(),
+                "rate_lsg_hz": ep["z_lsg"].mean() * 1e3, "rate_learner_hz": ep["z_test"].mean() * 1e3}
     return loss, figs
 
 
@@ -1111,6 +1138,8 @@ def meta_train(
     checkpoint_every: int = 25,
     resume: bool = False,
     progress: bool = True,
+    time_limit_s: float | None = None,
+    cuda_graph: bool | None = None,
 ) -> dict[str, Any]:
     """Meta-train the LSG and the learning network's initial weights (SPEC section 2, outer loop).
 
@@ -1121,13 +1150,27 @@ def meta_train(
     ``out_dir/weights.npz`` (released layout) are written atomically; ``resume`` continues from the
     checkpoint. ``init``: "random" (:func:`init_params`) or "weights" (``init_weights`` .npz).
 
-    Returns a dict with the final iteration, the history (per-iteration loss figures) and the paths.
+    ``time_limit_s``: stop (after a checkpoint) once this much wall time has passed; a later ``resume``
+    goes on. ``cuda_graph`` (default: on for a CUDA device): capture forward + BPTT backward of one
+    iteration once as a CUDA graph and replay it (the 3 x 249 time steps launch ~10^4 small kernels per
+    iteration; replay removes the launch overhead); the next batch is drawn on the CPU while the GPU runs.
+    Same arithmetic as the eager loop; Adam and the lr schedule run eagerly.
+
+    Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s)
+    and the paths.
     """
+    import time
+
     from tqdm.auto import tqdm
 
+    t_start = time.perf_counter()
     out = Path(out_dir)
     ck_path, w_path = out / "checkpoint.pt", out / "weights.npz"
     dev = torch.device(device)
+    if cuda_graph is None:
+        cuda_graph = dev.type == "cuda"
+    if cuda_graph and dev.type != "cuda":
+        raise ValueError(f"cuda_graph needs a CUDA device, got {device!r}")
     if resume and ck_path.is_file():
         ck = torch.load(ck_path, map_location="cpu", weights_only=True)
         params = {k: ck["params"][k].to(dev).requires_grad_(True) for k in PARAM_KEYS}
@@ -1148,30 +1191,80 @@ def meta_train(
     if ck is not None:
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+    dtype = params["W_in_lsg"].dtype
+    clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=dtype, device=dev)
+
+    def draw(it: int) -> tuple[str, dict[str, torch.Tensor]]:
+        tg = traj.sample_targets(batch, rng=np.random.default_rng([seed, it]))
+        return tg.robot, target_tensors(tg, dtype=dtype, clean_code=clean_code)  # on the CPU
+
+    pending: list[torch.Tensor] = []  # per-iteration figures still on the device
+
+    def flush() -> None:
+        for row in pending:
+            vals = row.tolist()
+            history.append({**dict(zip(META_FIGURES, vals[1:])), "iteration": int(vals[0])})
+        pending.clear()
 
     def save(it: int) -> None:
+        flush()
         _atomic_save({"params": {k: v.detach().cpu() for k, v in params.items()}, "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict(), "iteration": it, "history": history,
                       "config": {"batch": batch, "lr": lr, "lr_decay": lr_decay, "decay_every": decay_every,
                                  "seed": seed, "init": init, "clean_code": clean_code}}, ck_path)
         save_weights_npz(params, w_path)
 
+    graph = static = static_figs = None
+    if cuda_graph and start < iterations:
+        robot, b0 = draw(start)
+        static = {k: v.to(dev) for k, v in b0.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (autograd and cuBLAS workspaces) before capture
+            for _ in range(2):
+                opt.zero_grad(set_to_none=True)
+                meta_loss_tensors(params, clock, static, robot=robot)[0].backward()
+        torch.cuda.current_stream().wait_stream(side)
+        opt.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_loss, static_figs = meta_loss_tensors(params, clock, static, robot=robot)
+            static_loss.backward()
+
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                desc="meta-training", unit="it")
+    nxt = draw(start) if start < iterations else None
+    it_done = start
     for it in bar:
-        targets = traj.sample_targets(batch, rng=np.random.default_rng([seed, it]))
-        loss, figs = meta_loss(params, targets, clean_code=clean_code)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if time_limit_s is not None and time.perf_counter() - t_start > time_limit_s:
+            break
+        robot, b = nxt
+        if graph is not None:
+            for k, v in b.items():
+                static[k].copy_(v)  # stream-ordered after the previous replay
+            graph.replay()
+            figs = static_figs
+        else:
+            loss, figs = meta_loss_tensors(params, clock, {k: v.to(dev) for k, v in b.items()}, robot=robot)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
         sched.step()
-        figs["iteration"] = it
-        history.append(figs)
-        bar.set_postfix(loss=f"{figs['loss']:.4f}", reg=f"{figs['reg']:.4f}")
-        if (it + 1) % checkpoint_every == 0 or it + 1 == iterations:
-            save(it + 1)
+        pending.append(torch.stack([torch.tensor(float(it), dtype=dtype, device=dev)]
+                                   + [figs[k].detach().to(dtype) for k in META_FIGURES]).clone())
+        it_done = it + 1
+        if it_done < iterations:
+            nxt = draw(it_done)  # on the CPU while the GPU works (graph path)
+        if (it_done % checkpoint_every == 0) or it_done == iterations:
+            save(it_done)
+        if progress and (graph is None or it_done % 10 == 0):
+            flush()
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", reg=f"{history[-1]['reg']:.4f}")
     bar.close()
+    if it_done % checkpoint_every and it_done != iterations and it_done > start:
+        save(it_done)  # stopped by the time limit between checkpoints
+    flush()
     if start >= iterations and not ck_path.is_file():
         save(start)
-    return {"iteration": max(start, iterations), "history": history, "checkpoint": str(ck_path),
-            "weights": str(w_path)}
+    return {"iteration": max(start, it_done), "history": history, "checkpoint": str(ck_path),
+            "weights": str(w_path), "wall_s": time.perf_counter() - t_start, "cuda_graph": graph is not None}

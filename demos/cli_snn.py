@@ -78,6 +78,10 @@ def register(groups) -> None:
     t.add_argument("--checkpoint-every", type=int, default=25)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
+    t.add_argument("--no-cuda-graph", action="store_true",
+                   help="on CUDA, launch every kernel eagerly instead of replaying one captured iteration")
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this much wall time (a checkpoint is written; --resume goes on)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_arm_train)
@@ -281,18 +285,22 @@ def _arm_train(args) -> int:
         raise ValueError("--iterations, --batch and --checkpoint-every must be >= 1")
     if args.init == "weights" and not args.weights:
         raise ValueError("--init weights needs --weights PATH.npz")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise ValueError(f"--max-minutes must be > 0, got {args.max_minutes}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     res = snn.meta_train(args.out, args.iterations, batch=args.batch, lr=args.lr, lr_decay=args.lr_decay,
                          decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
                          clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
-                         resume=args.resume)
+                         resume=args.resume, cuda_graph=None if not args.no_cuda_graph else False,
+                         time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
     h = res["history"]
     if h:
         last = h[-min(len(h), 50):]
         print(f"iteration {res['iteration']}: mean loss of the last {len(last)} iterations "
               f"{sum(x['loss'] for x in last) / len(last):.4f}")
-    print(f"wall time {time.perf_counter() - t0:.1f} s; checkpoint {res['checkpoint']}, weights {res['weights']}")
+    print(f"device {args.device}{' (CUDA graph replay)' if res['cuda_graph'] else ''}; "
+          f"wall time {time.perf_counter() - t0:.1f} s; checkpoint {res['checkpoint']}, weights {res['weights']}")
     return 0
 
 
