@@ -1140,6 +1140,7 @@ def meta_train(
     progress: bool = True,
     time_limit_s: float | None = None,
     cuda_graph: bool | None = None,
+    clip_grad_norm: float | None = None,
 ) -> dict[str, Any]:
     """Meta-train the LSG and the learning network's initial weights (SPEC section 2, outer loop).
 
@@ -1154,7 +1155,9 @@ def meta_train(
     goes on. ``cuda_graph`` (default: on for a CUDA device): capture forward + BPTT backward of one
     iteration once as a CUDA graph and replay it (the 3 x 249 time steps launch ~10^4 small kernels per
     iteration; replay removes the launch overhead); the next batch is drawn on the CPU while the GPU runs.
-    Same arithmetic as the eager loop; Adam and the lr schedule run eagerly.
+    Same arithmetic as the eager loop; Adam and the lr schedule run eagerly. ``clip_grad_norm``: scale the
+    gradient (all parameters together) down to this L2 norm before the Adam step (None: no clipping); the
+    norm before clipping is logged as ``grad_norm`` in the history either way.
 
     Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s)
     and the paths.
@@ -1203,7 +1206,7 @@ def meta_train(
     def flush() -> None:
         for row in pending:
             vals = row.tolist()
-            history.append({**dict(zip(META_FIGURES, vals[1:])), "iteration": int(vals[0])})
+            history.append({**dict(zip(META_FIGURES + ("grad_norm",), vals[1:])), "iteration": int(vals[0])})
         pending.clear()
 
     def save(it: int) -> None:
@@ -1211,7 +1214,8 @@ def meta_train(
         _atomic_save({"params": {k: v.detach().cpu() for k, v in params.items()}, "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict(), "iteration": it, "history": history,
                       "config": {"batch": batch, "lr": lr, "lr_decay": lr_decay, "decay_every": decay_every,
-                                 "seed": seed, "init": init, "clean_code": clean_code}}, ck_path)
+                                 "seed": seed, "init": init, "clean_code": clean_code,
+                                 "clip_grad_norm": clip_grad_norm}}, ck_path)
         save_weights_npz(params, w_path)
 
     graph = static = static_figs = None
@@ -1248,10 +1252,13 @@ def meta_train(
             loss, figs = meta_loss_tensors(params, clock, {k: v.to(dev) for k, v in b.items()}, robot=robot)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_([params[k] for k in PARAM_KEYS],
+                                               math.inf if clip_grad_norm is None else clip_grad_norm)
         opt.step()
         sched.step()
         pending.append(torch.stack([torch.tensor(float(it), dtype=dtype, device=dev)]
-                                   + [figs[k].detach().to(dtype) for k in META_FIGURES]).clone())
+                                   + [figs[k].detach().to(dtype) for k in META_FIGURES]
+                                   + [gnorm.detach().to(dtype)]).clone())
         it_done = it + 1
         if it_done < iterations:
             nxt = draw(it_done)  # on the CPU while the GPU works (graph path)

@@ -80,6 +80,8 @@ def register(groups) -> None:
     t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
     t.add_argument("--no-cuda-graph", action="store_true",
                    help="on CUDA, launch every kernel eagerly instead of replaying one captured iteration")
+    t.add_argument("--clip-grad-norm", type=float, default=None,
+                   help="scale the gradient down to this L2 norm before each Adam step (default: no clipping)")
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much wall time (a checkpoint is written; --resume goes on)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -287,12 +289,14 @@ def _arm_train(args) -> int:
         raise ValueError("--init weights needs --weights PATH.npz")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise ValueError(f"--max-minutes must be > 0, got {args.max_minutes}")
+    if args.clip_grad_norm is not None and not args.clip_grad_norm > 0:
+        raise ValueError(f"--clip-grad-norm must be > 0, got {args.clip_grad_norm}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     res = snn.meta_train(args.out, args.iterations, batch=args.batch, lr=args.lr, lr_decay=args.lr_decay,
                          decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
                          clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
-                         resume=args.resume, cuda_graph=None if not args.no_cuda_graph else False,
+                         resume=args.resume, clip_grad_norm=args.clip_grad_norm, cuda_graph=None if not args.no_cuda_graph else False,
                          time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
     h = res["history"]
     if h:
