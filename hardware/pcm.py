@@ -302,6 +302,8 @@ class PCMArray(SynapticArray):
         B = x.shape[0]
         # per-sample abs-max scaling and DAC
         scale = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
+        if not bool(torch.isfinite(scale).all()):  # amax/amin propagate NaN and inf
+            raise ValueError(f"input to '{self.name}' contains NaN or inf; expected finite values")
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         lv = self._dac_levels()
         u = self._output_unit()  # G and var are cached in these units
@@ -321,12 +323,15 @@ class PCMArray(SynapticArray):
         # read noise (exact per-MVM sampling in output space) and output noise, in output units
         on2 = (cfg.out_noise * lv / u) ** 2
         if v is not None or on2 > 0:
-            # one fused draw y ~ N(y, std) (measured faster than randn + addcmul on CPU)
-            std = math.sqrt(on2) if v is None else v.add_(on2).sqrt_()  # x^2, var >= 0: no clamp needed
-            if y.device.type == "cpu":
-                y = torch.normal(y, std, generator=sub.generator)
+            # y += std * N(0, 1): randn + addcmul_ (torch.normal(y, std) also checks std >= 0 with a full
+            # reduction, measured 1.25 ms against 0.9 ms here for 1024 x 256 outputs on one CPU thread)
+            noise = torch.randn(y.shape, generator=sub.generator, dtype=dtype)
+            if noise.device != device:
+                noise = noise.to(device)
+            if v is None:
+                y.add_(noise, alpha=math.sqrt(on2))
             else:
-                y = y + torch.randn(y.shape, generator=sub.generator, dtype=dtype).to(device) * std
+                y.addcmul_(noise, v.add_(on2).sqrt_())  # x^2, var >= 0: no clamp needed
         factor = scale * (self.w_max * u / lv)  # (B, 1): ADC steps -> weight units
         if cfg.adc_bits is not None:
             b = float(2 ** (cfg.adc_bits - 1) - 1)  # the ADC's largest code, in steps
@@ -348,8 +353,7 @@ class PCMArray(SynapticArray):
 
     def matmul(self, x: ArrayLike) -> ArrayLike:
         """``x @ W`` on the chip. Differentiable straight-through: forward = chip, backward = ideal W."""
-        check_input(x, self.shape[0], self.name)
-        self._count(x)
+        check_input(x, self.shape[0], self.name, finite=False)  # finiteness: from the DAC scale in _analog
         xt = torch.from_numpy(np.asarray(x)) if isinstance(x, np.ndarray) else x
         if not torch.is_floating_point(xt):
             xt = xt.to(torch.float32)
@@ -357,6 +361,7 @@ class PCMArray(SynapticArray):
         x2 = xt.reshape(-1, self.shape[0])
         with torch.no_grad():
             y = self._analog(x2.detach(), alpha=self._alpha())
+        self._count(x)  # after _analog: a rejected input counts no MVM
         if x2.requires_grad or (isinstance(self._w_ideal, torch.Tensor) and self._w_ideal.requires_grad):
             y_ideal = x2 @ self._w_ideal.to(dtype=x2.dtype, device=x2.device)
             y = y_ideal + (y - y_ideal).detach()

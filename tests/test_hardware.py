@@ -272,6 +272,9 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="NaN or inf"):
         arr.matmul(torch.tensor([[1.0, float("inf"), 0.0, 0.0]]))
     with pytest.raises(ValueError, match="NaN or inf"):
+        arr.matmul(torch.tensor([[0.5, 0.0, 0.0, 0.0], [0.0, float("-inf"), 0.0, 0.0]]))
+    assert arr.mvms == 0  # rejected inputs are not counted
+    with pytest.raises(ValueError, match="NaN or inf"):
         sub.place("bad", np.array([[1.0, np.inf]]))
     with pytest.raises(ValueError, match="2-D"):
         sub.place("bad", np.ones(3))
