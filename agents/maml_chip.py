@@ -47,6 +47,9 @@ class ChipProtocol:
     conv_on_chip: place the conv layers on the chip (else the ``bits``-bit software model; with
         ``readout_on_chip`` this puts the readout alone on the chip).
     readapt: at t_query_s, adapt again with ``steps`` steps on a new support set of the same classes.
+    readout_pcm: with substrate "pcm", the readout's own PCM configuration (its own crossbar, e.g. its own
+        w_max: the weight that maps to g_max, so its 4 bits and its 1/16 update grid span the readout's
+        range); None: the readout shares the conv layers' configuration.
     """
 
     substrate: str = "pcm"
@@ -59,6 +62,7 @@ class ChipProtocol:
     readout_on_chip: bool = True
     conv_on_chip: bool = True
     readapt: bool = False
+    readout_pcm: PCMConfig | None = None
 
     def __post_init__(self) -> None:
         if self.substrate not in ("software", "pcm"):
@@ -79,7 +83,12 @@ class ChipProtocol:
         else:
             chip = PCMSubstrate(replace(self.pcm, seed=seed))
         conv = chip if self.conv_on_chip else SoftwareSubstrate(bits=self.bits, seed=seed + 2)
-        head = chip if self.readout_on_chip else SoftwareSubstrate(seed=seed + 1)
+        if not self.readout_on_chip:
+            head = SoftwareSubstrate(seed=seed + 1)
+        elif self.substrate == "pcm" and self.readout_pcm is not None:
+            head = PCMSubstrate(replace(self.readout_pcm, seed=seed + 1))
+        else:
+            head = chip
         return conv, head
 
 

@@ -70,6 +70,9 @@ def register(groups) -> None:
                    "classification: 1s, 1min, 1h, 1d, 1mo, 1y or seconds (default 1min)")
     p.add_argument("--drift-compensation", choices=("none", "global", "per_column"), default="none",
                    help="pcm: digital drift compensation of the crossbar outputs")
+    p.add_argument("--readout-w-max", default=None, metavar="W",
+                   help="pcm: put the readout on its own crossbar with g_max mapped to |w| = W (a number, or "
+                   "'auto': the smallest power of two >= the readout's max |w|); default: the conv layers' scale 1")
     p.add_argument("--substrate-path", action="store_true",
                    help="run every task through the deployed path (substrate.place + arr.matmul)")
     p.add_argument("--device", default="cpu")
@@ -82,6 +85,22 @@ def register(groups) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", metavar="OUT")
     p.set_defaults(func=_bench)
+
+
+def readout_scale(model, spec: str) -> float:
+    """--readout-w-max: a positive number, or "auto" = the smallest power of two >= max |readout weight|."""
+    import math
+
+    if str(spec).lower() == "auto":
+        m = float(model.params["readout"].detach().abs().max())
+        return 2.0 ** math.ceil(math.log2(m)) if m > 0 else 1.0
+    try:
+        w = float(spec)
+    except ValueError:
+        raise ValueError(f"--readout-w-max must be a positive number or 'auto', got {spec!r}") from None
+    if not (w > 0 and math.isfinite(w)):
+        raise ValueError(f"--readout-w-max must be a positive number or 'auto', got {spec!r}")
+    return w
 
 
 def _check_device(device: str) -> None:
@@ -198,7 +217,11 @@ def _eval(args) -> int:
         deployed = model.deploy(SoftwareSubstrate(bits=args.bits))
     steps = model.cfg.test_steps if args.steps is None else args.steps
     chip = None
+    if args.readout_w_max is not None and args.substrate != "pcm":
+        raise ValueError("--readout-w-max needs --substrate pcm")
     if args.substrate == "pcm":
+        from dataclasses import replace
+
         from pcmeta.agents.maml_chip import ChipProtocol, evaluate_on_chip
         from pcmeta.demos.omniglot_chip import parse_time
         from pcmeta.hardware import PCMConfig
@@ -206,11 +229,16 @@ def _eval(args) -> int:
         t = parse_time(args.time)
         pcm = PCMConfig(weight_bits=4 if args.bits is None else args.bits, w_max=1.0,
                         drift_compensation=args.drift_compensation)
-        r = evaluate_on_chip(model, sampler, args.tasks, ChipProtocol(pcm=pcm, t_adapt_s=t, steps=steps),
+        ro = None
+        if args.readout_w_max is not None:
+            ro = replace(pcm, w_max=readout_scale(model, args.readout_w_max))
+            args.readout_w_max = ro.w_max
+        r = evaluate_on_chip(model, sampler, args.tasks,
+                             ChipProtocol(pcm=pcm, t_adapt_s=t, steps=steps, readout_pcm=ro),
                              seed=args.seed, progress=True)
         acc = r["acc"]
         chip = {"substrate": "pcm", "time_s": t, "weight_bits": pcm.weight_bits,
-                "drift_compensation": args.drift_compensation}
+                "drift_compensation": args.drift_compensation, "readout_w_max": args.readout_w_max}
     else:
         acc = evaluate(model, sampler, args.tasks, steps, progress=True, deployed=deployed)
     m, ci = mean_ci95(acc)
@@ -219,7 +247,8 @@ def _eval(args) -> int:
             ("inner steps", f"{steps} x lr {model.cfg.inner_lr} ({model.cfg.adapt})"),
             ("substrate", "software" + (f", {args.bits}-bit" if args.bits else ", float") if chip is None else
              f"PCM, {chip['weight_bits']}-bit, {args.time} after programming, drift compensation "
-             f"{args.drift_compensation}"),
+             f"{args.drift_compensation}"
+             + ("" if args.readout_w_max is None else f", readout on its own crossbar (w_max {args.readout_w_max:g})")),
             ("tasks", str(args.tasks)), ("accuracy", f"{100 * m:.2f} % +- {100 * ci:.2f} % (95% CI)")]
     w = max(len(r[0]) for r in rows)
     for k, v in rows:

@@ -97,9 +97,9 @@ def test_sweep_quick_writes_csv_plots_and_table(tmp_path, omniglot_dir):
     assert rc == 0
     rows = list(csv.DictReader(open(out / "sweep.csv")))
     groups = {r["group"] for r in rows}
-    assert {"time", "prog_noise", "weight_bits", "adc_bits", "steps", "placement"} <= groups
+    assert {"time", "prog_noise", "weight_bits", "adc_bits", "steps", "placement", "readout_scale"} <= groups
     conds = {r["condition"] for r in rows if r["group"] == "time"}
-    assert len(conds) == 3
+    assert len(conds) == 4
     assert all(r["command"].startswith("pcmeta omniglot sweep") for r in rows)
     for g in groups:
         assert (out / f"sweep_{g}.png").stat().st_size > 10_000
@@ -126,3 +126,29 @@ def test_noise_aware_config_trains_through_the_pcm_model():
     assert W.grad is not None and torch.isfinite(W.grad).all() and W.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="train_substrate"):
         MAMLConfig(train_substrate="fpga")
+
+
+def test_readout_on_its_own_crossbar():
+    """readout_pcm puts the readout on a separate PCM substrate with its own scale; weights beyond it fail
+    loudly (no silent clipping); the CLI's 'auto' scale is the smallest power of two above max |readout|."""
+    from pcmeta.demos.cli_omniglot import readout_scale
+    from pcmeta.hardware import PCMSubstrate
+
+    proto = ChipProtocol(pcm=PCMConfig(weight_bits=4, w_max=1.0), readout_pcm=PCMConfig(weight_bits=4, w_max=0.125))
+    conv, head = proto.make_substrates(seed=3)
+    assert isinstance(head, PCMSubstrate) and head is not conv
+    assert head.config.w_max == 0.125 and conv.config.w_max == 1.0
+    arr = head.place("readout", np.full((4, 5), 0.1))
+    assert np.allclose(arr.read(ideal=True), 0.1)
+    with pytest.raises(ValueError, match="exceed the fixed w_max 0.125"):
+        head.place("big", np.full((4, 5), 0.2))
+    same = ChipProtocol(pcm=PCMConfig(weight_bits=4, w_max=1.0)).make_substrates(seed=3)
+    assert same[0] is same[1]
+
+    class _M:
+        params = {"readout": torch.tensor([[0.077, -0.03]])}
+
+    assert readout_scale(_M(), "auto") == 0.125
+    assert readout_scale(_M(), "0.3") == 0.3
+    with pytest.raises(ValueError, match="positive number or 'auto'"):
+        readout_scale(_M(), "-1")
