@@ -50,8 +50,8 @@ def register(groups) -> None:
     p = groups["omniglot"].add_parser("eval", help="few-shot accuracy (mean and 95%% CI over tasks)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="PATH", help="a ckpt.pt written by `pcmeta omniglot train`")
-    src.add_argument("--weights", metavar="PATH", help="weights .npz (the authors' released layout or ours); "
-                     f"default: the shipped {DEFAULT_WEIGHTS}")
+    src.add_argument("--weights", metavar="PATH", help="weights .npz (the authors' released layout or ours) or the "
+                     f"name of a shipped file (e.g. classic_5w1s); default: the shipped {DEFAULT_WEIGHTS}")
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--queries", type=int, default=5, help="query images per class")
@@ -185,6 +185,13 @@ def _load_model(args):
         cfg = MAMLConfig.from_dict(ck["config"])
         return MAML(cfg, ck["params"], device=args.device), str(path)
     path = Path(args.weights) if args.weights else WEIGHTS_DIR / DEFAULT_WEIGHTS
+    if args.weights and not path.exists() and path.name == args.weights:  # a shipped name, e.g. classic_5w1s
+        shipped = WEIGHTS_DIR / (args.weights if args.weights.endswith(".npz") else args.weights + ".npz")
+        if shipped.is_file():
+            path = shipped
+        else:
+            names = sorted(q.stem for q in WEIGHTS_DIR.glob("*.npz"))
+            raise FileNotFoundError(f"weights not found: {args.weights} (not a file, nor one of the shipped {names})")
     return MAML.from_weights(path, device=args.device), str(path)
 
 

@@ -152,3 +152,21 @@ def test_readout_on_its_own_crossbar():
     assert readout_scale(_M(), "0.3") == 0.3
     with pytest.raises(ValueError, match="positive number or 'auto'"):
         readout_scale(_M(), "-1")
+
+
+def test_compare_table_is_deterministic(tmp_path, omniglot_dir):
+    """Acceptance 4 of the chip issue: the same seed gives the same table (every row, every step)."""
+    from pcmeta.demos.cli import main
+
+    rows = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert main(["omniglot", "compare", "--tasks", "2", "--shots", "5", "--data-dir", str(omniglot_dir),
+                     "--out", str(out)]) == 0
+        rows.append(json.loads((out / "compare.json").read_text())["rows"])
+    assert rows[0] == rows[1]
+    assert len(rows[0]) == 7 and any("readout w_max" in k for k in rows[0])
+    other = tmp_path / "c"
+    assert main(["omniglot", "compare", "--tasks", "2", "--shots", "5", "--seed", "1", "--data-dir",
+                 str(omniglot_dir), "--out", str(other)]) == 0
+    assert json.loads((other / "compare.json").read_text())["rows"] != rows[0]
