@@ -134,7 +134,6 @@ def evaluate_on_chip(model: MAML, sampler, tasks: int, protocol: ChipProtocol, s
 
         bar = tqdm(total=tasks, desc="chip eval", unit="task", leave=False)
     done, b_idx, report = 0, 0, None
-    W0 = model.params["readout"].detach()
     while done < tasks:
         B = min(batch, tasks - done)
         tb = sampler.sample(B)
@@ -143,6 +142,7 @@ def evaluate_on_chip(model: MAML, sampler, tasks: int, protocol: ChipProtocol, s
         subs = [chip] if head_sub is chip else [chip, head_sub]
         dep = model.deploy(chip)                      # conv layers at t = 0
         chip.remove("readout")                        # each task gets its own readout array below
+        W0 = dep.params["readout"]                    # the deployed (for a bits model: clipped) readout
         heads = [head_sub.place(f"head{t}", W0.clone()) for t in range(B)]
         for sub in subs:
             sub.elapse(protocol.t_adapt_s)
@@ -231,7 +231,7 @@ def chip_cost(model: MAML, sampler, protocol: ChipProtocol, seed: int = 0) -> di
     s0 = snapshot()
     dep = model.deploy(chip)
     chip.remove("readout")
-    heads = [head_sub.place("head0", model.params["readout"].detach().clone())]
+    heads = [head_sub.place("head0", dep.params["readout"].clone())]
     s1 = snapshot()
     for sub in subs:
         sub.elapse(protocol.t_adapt_s)

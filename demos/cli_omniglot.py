@@ -92,7 +92,10 @@ def readout_scale(model, spec: str) -> float:
     import math
 
     if str(spec).lower() == "auto":
-        m = float(model.params["readout"].detach().abs().max())
+        w = model.params["readout"].detach()
+        if model.cfg.bits is not None and model.cfg.quantize == "all":
+            w = w.clamp(-1.0, 1.0)  # what deploy() places for a fixed-range quantized model
+        m = float(w.abs().max())
         return 2.0 ** math.ceil(math.log2(m)) if m > 0 else 1.0
     try:
         w = float(spec)

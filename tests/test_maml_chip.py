@@ -131,6 +131,7 @@ def test_noise_aware_config_trains_through_the_pcm_model():
 def test_readout_on_its_own_crossbar():
     """readout_pcm puts the readout on a separate PCM substrate with its own scale; weights beyond it fail
     loudly (no silent clipping); the CLI's 'auto' scale is the smallest power of two above max |readout|."""
+    from pcmeta.agents.maml import MAMLConfig
     from pcmeta.demos.cli_omniglot import readout_scale
     from pcmeta.hardware import PCMSubstrate
 
@@ -147,6 +148,7 @@ def test_readout_on_its_own_crossbar():
 
     class _M:
         params = {"readout": torch.tensor([[0.077, -0.03]])}
+        cfg = MAMLConfig(bits=None)
 
     assert readout_scale(_M(), "auto") == 0.125
     assert readout_scale(_M(), "0.3") == 0.3
@@ -170,3 +172,25 @@ def test_compare_table_is_deterministic(tmp_path, omniglot_dir):
     assert main(["omniglot", "compare", "--tasks", "2", "--shots", "5", "--seed", "1", "--data-dir",
                  str(omniglot_dir), "--out", str(other)]) == 0
     assert json.loads((other / "compare.json").read_text())["rows"] != rows[0]
+
+
+def test_deploy_clips_a_quantized_models_shadow_weights_to_its_range():
+    """A 4-bit (fixed [-1, 1) grid) model whose full-precision shadow drifted past 1 deploys as its quantizer
+    sees it: clipped to [-1, 1], so it fits PCMConfig(w_max=1); a float model is placed as it is (and a fixed
+    w_max it exceeds fails loudly)."""
+    from pcmeta.agents.maml import MAMLConfig
+    from pcmeta.hardware import PCMSubstrate, SoftwareSubstrate
+
+    m = MAML(MAMLConfig(bits=4), seed=0)
+    with torch.no_grad():
+        m.params["conv1"][0, 0] = 1.3
+        m.params["readout"][0, 0] = -1.2
+    dep = m.deploy(PCMSubstrate(PCMConfig(weight_bits=4, w_max=1.0, seed=0)))
+    assert float(dep.params["conv1"].max()) == 1.0 and float(dep.params["readout"].min()) == -1.0
+    assert float(m.params["conv1"][0, 0].detach()) == pytest.approx(1.3)  # the model itself is untouched
+    f = MAML(MAMLConfig(), seed=0)
+    with torch.no_grad():
+        f.params["conv1"][0, 0] = 1.3
+    assert float(f.deploy(SoftwareSubstrate()).params["conv1"].max()) == pytest.approx(1.3)
+    with pytest.raises(ValueError, match="exceed the fixed w_max"):
+        f.deploy(PCMSubstrate(PCMConfig(weight_bits=4, w_max=1.0, seed=0)))
