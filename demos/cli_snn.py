@@ -287,6 +287,12 @@ def _arm_train(args) -> int:
         raise ValueError("--iterations, --batch and --checkpoint-every must be >= 1")
     if args.init == "weights" and not args.weights:
         raise ValueError("--init weights needs --weights PATH.npz")
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {args.device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise ValueError(f"--max-minutes must be > 0, got {args.max_minutes}")
     if args.clip_grad_norm is not None and not args.clip_grad_norm > 0:

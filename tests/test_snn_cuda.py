@@ -46,3 +46,19 @@ def test_cuda_graph_resume_and_time_limit(tmp_path):
     assert r["iteration"] == 3 and (tmp_path / "checkpoint.pt").is_file()
     r = snn.meta_train(tmp_path, 5, batch=4, checkpoint_every=1000, device="cuda", progress=False, resume=True)
     assert r["iteration"] == 5 and [h["iteration"] for h in r["history"]] == [0, 1, 2, 3, 4]
+
+
+def test_train_cli_rejects_bad_device_and_limits(tmp_path, capsys):
+    from pcmeta.demos.cli import main
+
+    base = ["arm", "train", "--out", str(tmp_path), "--iterations", "1", "--batch", "1"]
+    assert main(base + ["--device", "nonsense"]) == 2
+    assert "not a torch device" in capsys.readouterr().err
+    assert main(base + ["--max-minutes", "0"]) == 2
+    assert "--max-minutes must be > 0" in capsys.readouterr().err
+    assert main(base + ["--clip-grad-norm", "-1"]) == 2
+    assert "--clip-grad-norm must be > 0" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(base + ["--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint.pt").exists()
