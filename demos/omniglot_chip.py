@@ -284,7 +284,8 @@ def _plots(rows, out: Path) -> list[Path]:
     titles = {"time": "Accuracy vs time since programming", "prog_noise": "Accuracy vs programming noise",
               "weight_bits": "Accuracy vs weight bits", "adc_bits": "Accuracy vs ADC resolution",
               "steps": "Accuracy vs on-chip inner steps", "placement": "What lives on PCM",
-              "noise_aware": "Noise-aware vs software-only meta-training"}
+              "noise_aware": "Noise-aware vs software-only meta-training",
+              "readout_scale": "Accuracy vs the readout's crossbar scale"}
     paths = []
     for group in dict.fromkeys(r["group"] for r in rows):
         rs = [r for r in rows if r["group"] == group]
@@ -298,6 +299,8 @@ def _plots(rows, out: Path) -> list[Path]:
             ax.fill_between(x, y - c, y + c, alpha=0.2)
         if group in ("time", "placement", "noise_aware"):
             ax.set_xscale("log")
+        elif group == "readout_scale":
+            ax.set_xscale("log", base=2)
         ax.set_xlabel(rs[0]["x_label"])
         ax.set_ylabel("5-way 5-shot accuracy (%)")
         ax.set_title(f"{titles.get(group, group)} ({rs[0]['tasks']} tasks, 95 % CI)")
