@@ -638,19 +638,22 @@ class MAML:
                                qy, self.cfg, steps, True, self.transform)
         return acc.detach()
 
-    def deploy(self, substrate, prefix: str = "") -> "DeployedCNN":
-        """Place the weight matrices on ``substrate`` (conv layers as im2col matrices, the readout),
-        named ``prefix + "conv1"`` ... ``prefix + "readout"``.
-
-        A model meta-trained with the fixed-range quantizer (``cfg.bits``) is deployed with the weights that
-        quantizer represents: its full-precision shadow weights clipped to [-1, 1] (the quantizer saturates
-        there, levels -1 .. 1 - 2/2^bits; the shadow can drift past it in training without changing the
-        model). Only the matrices the quantizer acted on (``cfg.quantize``) are clipped."""
+    def deployable_params(self) -> dict:
+        """The (detached) parameters :meth:`deploy` places. A model meta-trained with the fixed-range quantizer
+        (``cfg.bits``) is deployed with the weights that quantizer represents: its full-precision shadow
+        weights clipped to [-1, 1] (the quantizer saturates there, levels -1 .. 1 - 2/2^bits; the shadow can
+        drift past it in training without changing the model). Only the matrices the quantizer acted on
+        (``cfg.quantize``) are clipped."""
         params = {k: v.detach() for k, v in self.params.items()}
         if self.cfg.bits is not None:
             keys = CONV_KEYS + (("readout",) if self.cfg.quantize == "all" else ())
             params = {k: (v.clamp(-1.0, 1.0) if k in keys else v) for k, v in params.items()}
-        return DeployedCNN(self.cfg, params, substrate, prefix)
+        return params
+
+    def deploy(self, substrate, prefix: str = "") -> "DeployedCNN":
+        """Place :meth:`deployable_params` on ``substrate`` (conv layers as im2col matrices, the readout),
+        named ``prefix + "conv1"`` ... ``prefix + "readout"``."""
+        return DeployedCNN(self.cfg, self.deployable_params(), substrate, prefix)
 
 
 # ============================================================================ deployment

@@ -69,6 +69,9 @@ class ChipProtocol:
             raise ValueError(f"substrate must be 'software' or 'pcm', got {self.substrate!r}")
         if self.t_adapt_s < 0 or (self.t_query_s is not None and self.t_query_s < self.t_adapt_s):
             raise ValueError(f"need 0 <= t_adapt_s <= t_query_s, got {self.t_adapt_s}, {self.t_query_s}")
+        if self.readout_pcm is not None and (self.substrate != "pcm" or not self.readout_on_chip):
+            raise ValueError("readout_pcm (the readout's own PCM crossbar) needs substrate='pcm' and "
+                             "readout_on_chip=True")
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {self.steps!r}")
 
@@ -85,7 +88,7 @@ class ChipProtocol:
         conv = chip if self.conv_on_chip else SoftwareSubstrate(bits=self.bits, seed=seed + 2)
         if not self.readout_on_chip:
             head = SoftwareSubstrate(seed=seed + 1)
-        elif self.substrate == "pcm" and self.readout_pcm is not None:
+        elif self.readout_pcm is not None:
             head = PCMSubstrate(replace(self.readout_pcm, seed=seed + 1))
         else:
             head = chip

@@ -1218,9 +1218,10 @@ def meta_train(
                                  "clip_grad_norm": clip_grad_norm}}, ck_path)
         save_weights_npz(params, w_path)
 
+    nxt = draw(start) if start < iterations else None
     graph = static = static_figs = None
-    if cuda_graph and start < iterations:
-        robot, b0 = draw(start)
+    if cuda_graph and nxt is not None:
+        robot, b0 = nxt
         static = {k: v.to(dev) for k, v in b0.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -1237,7 +1238,6 @@ def meta_train(
 
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                desc="meta-training", unit="it")
-    nxt = draw(start) if start < iterations else None
     it_done = start
     for it in bar:
         if time_limit_s is not None and time.perf_counter() - t_start > time_limit_s:

@@ -92,10 +92,7 @@ def readout_scale(model, spec: str) -> float:
     import math
 
     if str(spec).lower() == "auto":
-        w = model.params["readout"].detach()
-        if model.cfg.bits is not None and model.cfg.quantize == "all":
-            w = w.clamp(-1.0, 1.0)  # what deploy() places for a fixed-range quantized model
-        m = float(w.abs().max())
+        m = float(model.deployable_params()["readout"].abs().max())
         return 2.0 ** math.ceil(math.log2(m)) if m > 0 else 1.0
     try:
         w = float(spec)
@@ -239,16 +236,13 @@ def _eval(args) -> int:
         t = parse_time(args.time)
         pcm = PCMConfig(weight_bits=4 if args.bits is None else args.bits, w_max=1.0,
                         drift_compensation=args.drift_compensation)
-        ro = None
-        if args.readout_w_max is not None:
-            ro = replace(pcm, w_max=readout_scale(model, args.readout_w_max))
-            args.readout_w_max = ro.w_max
+        ro = None if args.readout_w_max is None else replace(pcm, w_max=readout_scale(model, args.readout_w_max))
         r = evaluate_on_chip(model, sampler, args.tasks,
                              ChipProtocol(pcm=pcm, t_adapt_s=t, steps=steps, readout_pcm=ro),
                              seed=args.seed, progress=True)
         acc = r["acc"]
         chip = {"substrate": "pcm", "time_s": t, "weight_bits": pcm.weight_bits,
-                "drift_compensation": args.drift_compensation, "readout_w_max": args.readout_w_max}
+                "drift_compensation": args.drift_compensation, "readout_w_max": None if ro is None else ro.w_max}
     else:
         acc = evaluate(model, sampler, args.tasks, steps, progress=True, deployed=deployed)
     m, ci = mean_ci95(acc)
@@ -258,7 +252,8 @@ def _eval(args) -> int:
             ("substrate", "software" + (f", {args.bits}-bit" if args.bits else ", float") if chip is None else
              f"PCM, {chip['weight_bits']}-bit, {args.time} after programming, drift compensation "
              f"{args.drift_compensation}"
-             + ("" if args.readout_w_max is None else f", readout on its own crossbar (w_max {args.readout_w_max:g})")),
+             + ("" if chip["readout_w_max"] is None else
+                f", readout on its own crossbar (w_max {chip['readout_w_max']:g})")),
             ("tasks", str(args.tasks)), ("accuracy", f"{100 * m:.2f} % +- {100 * ci:.2f} % (95% CI)")]
     w = max(len(r[0]) for r in rows)
     for k, v in rows:

@@ -302,7 +302,8 @@ def _arm_train(args) -> int:
     res = snn.meta_train(args.out, args.iterations, batch=args.batch, lr=args.lr, lr_decay=args.lr_decay,
                          decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
                          clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
-                         resume=args.resume, clip_grad_norm=args.clip_grad_norm, cuda_graph=None if not args.no_cuda_graph else False,
+                         resume=args.resume, clip_grad_norm=args.clip_grad_norm,
+                         cuda_graph=False if args.no_cuda_graph else None,
                          time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
     h = res["history"]
     if h:

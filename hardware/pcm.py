@@ -353,7 +353,7 @@ class PCMArray(SynapticArray):
 
     def matmul(self, x: ArrayLike) -> ArrayLike:
         """``x @ W`` on the chip. Differentiable straight-through: forward = chip, backward = ideal W."""
-        check_input(x, self.shape[0], self.name, finite=False)  # finiteness: from the DAC scale in _analog
+        check_input(x, self.shape[0], self.name, check_finite=False)  # finiteness: from the DAC scale in _analog
         xt = torch.from_numpy(np.asarray(x)) if isinstance(x, np.ndarray) else x
         if not torch.is_floating_point(xt):
             xt = xt.to(torch.float32)

@@ -53,8 +53,8 @@ def as_weight_tensor(W: ArrayLike, what: str = "W") -> torch.Tensor:
     return t
 
 
-def check_input(x: ArrayLike, in_features: int, name: str, finite: bool = True) -> None:
-    """Validate an MVM input: (..., in_features), finite (``finite=False``: the caller checks finiteness,
+def check_input(x: ArrayLike, in_features: int, name: str, check_finite: bool = True) -> None:
+    """Validate an MVM input: (..., in_features), finite (``check_finite=False``: the caller checks finiteness,
     e.g. from a reduction it computes anyway)."""
     # A sum is NaN/inf when any element is; only then (or on overflow) look at every element.
     if isinstance(x, np.ndarray):
@@ -62,11 +62,11 @@ def check_input(x: ArrayLike, in_features: int, name: str, finite: bool = True) 
         if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
             raise ValueError(f"input to '{name}' must be a real numeric array, got dtype {x.dtype}")
         with np.errstate(over="ignore", invalid="ignore"):
-            finite = not finite or bool(np.isfinite(x.sum())) or bool(np.isfinite(x).all())
+            finite = not check_finite or bool(np.isfinite(x.sum())) or bool(np.isfinite(x).all())
     elif isinstance(x, torch.Tensor):
         shape = tuple(x.shape)
         xd = x.detach()
-        finite = not finite or bool(torch.isfinite(xd.sum())) or bool(torch.isfinite(xd).all())
+        finite = not check_finite or bool(torch.isfinite(xd.sum())) or bool(torch.isfinite(xd).all())
     else:
         raise ValueError(f"input to '{name}' must be a numpy array or torch tensor, got {type(x).__name__}")
     if len(shape) < 1 or shape[-1] != in_features:

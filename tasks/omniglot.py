@@ -77,24 +77,24 @@ class OmniglotDataError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------- locations
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder holding the Omniglot zips: ``data_dir``, else ``$PCMETA_DATA_DIR``, else the user cache."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("PCMETA_DATA_DIR")
+def _resolve_dir(given: str | os.PathLike | None, env_var: str, cache_leaf: str) -> Path:
+    """``given``, else ``$env_var``, else ``$XDG_CACHE_HOME/pcmeta/<cache_leaf>`` (default ~/.cache)."""
+    if given is not None:
+        return Path(given).expanduser()
+    env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pcmeta" / "omniglot"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pcmeta" / cache_leaf
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding the Omniglot zips: ``data_dir``, else ``$PCMETA_DATA_DIR``, else the user cache."""
+    return _resolve_dir(data_dir, "PCMETA_DATA_DIR", "omniglot")
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where decoded arrays are cached: ``cache_dir``, else ``$PCMETA_CACHE_DIR``, else the user cache."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("PCMETA_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pcmeta" / "omniglot-cache"
+    return _resolve_dir(cache_dir, "PCMETA_CACHE_DIR", "omniglot-cache")
 
 
 def _missing_message(data_dir: Path, name: str) -> str:

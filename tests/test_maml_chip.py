@@ -146,14 +146,22 @@ def test_readout_on_its_own_crossbar():
     same = ChipProtocol(pcm=PCMConfig(weight_bits=4, w_max=1.0)).make_substrates(seed=3)
     assert same[0] is same[1]
 
-    class _M:
-        params = {"readout": torch.tensor([[0.077, -0.03]])}
-        cfg = MAMLConfig(bits=None)
+    with pytest.raises(ValueError, match="readout_pcm"):
+        ChipProtocol(substrate="software", readout_pcm=PCMConfig(w_max=0.125))
+    with pytest.raises(ValueError, match="readout_pcm"):
+        ChipProtocol(readout_on_chip=False, readout_pcm=PCMConfig(w_max=0.125))
 
-    assert readout_scale(_M(), "auto") == 0.125
-    assert readout_scale(_M(), "0.3") == 0.3
+    m = MAML(MAMLConfig(bits=4), seed=0)
+    with torch.no_grad():
+        m.params["readout"].fill_(0.03)
+        m.params["readout"][0, 0] = 0.077
+    assert readout_scale(m, "auto") == 0.125
+    with torch.no_grad():
+        m.params["readout"][0, 0] = 3.0  # past the 4-bit range: deployed (and scaled) as 1
+    assert readout_scale(m, "auto") == 1.0
+    assert readout_scale(m, "0.3") == 0.3
     with pytest.raises(ValueError, match="positive number or 'auto'"):
-        readout_scale(_M(), "-1")
+        readout_scale(m, "-1")
 
 
 def test_compare_table_is_deterministic(tmp_path, omniglot_dir):
