@@ -687,6 +687,22 @@ def evaluate(
     return {k: torch.cat(v).double().cpu().numpy() for k, v in res.items()}
 
 
+def firing_stats(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets) -> dict[str, dict[str, float]]:
+    """Firing-rate health of the LSG and of the learning network (demonstration trial) on ``targets``:
+    per network the mean rate (Hz), the number of neurons that never spike ("silent") and of neurons above
+    150 Hz ("saturated": with 4 refractory steps the ceiling is 200 Hz). Rates are per neuron, averaged over
+    the targets and the T steps of dt = 1 ms."""
+    with torch.no_grad():
+        clock, x_lsg = episode_inputs(targets, dtype=params["W_in_lsg"].dtype, device=params["W_in_lsg"].device)
+        ep = one_shot_episode(params, clock, x_lsg, test=False)
+    out = {}
+    for name, z in (("lsg", ep["z_lsg"]), ("learner", ep["z_demo"])):
+        r = z.mean(dim=(0, 1)) * 1e3
+        out[name] = {"mean_hz": float(r.mean()), "silent": int((r == 0).sum()), "saturated": int((r > 150).sum()),
+                     "neurons": int(r.numel())}
+    return out
+
+
 def round_to_grid(dW: torch.Tensor, step: float = 1.0 / 16) -> torch.Tensor:
     """dW rounded to multiples of ``step`` (round half to even, as the authors' PCM model)."""
     return torch.round(dW / step) * step

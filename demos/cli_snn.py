@@ -56,6 +56,9 @@ def register(groups) -> None:
     p.add_argument("--robot", default="scorbot", choices=["scorbot"],
                    help="arm (the released weights were trained on the Scorbot)")
     p.add_argument("--seed", type=int, default=0, help="seed of the targets and of the PCM substrate")
+    p.add_argument("--rates", action="store_true",
+                   help="also print the firing-rate health of both networks (mean Hz, silent and > 150 Hz "
+                        "neurons) on the first 20 targets")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT")
     p.set_defaults(func=_arm_eval)
 
@@ -256,6 +259,10 @@ def _arm_eval(args) -> int:
         b, a = stats[f"{name}_before"], stats[f"{name}_after"]
         print(f"{name:<14}{b[0]:>12.4f} +- {b[1]:<7.4f}{a[0]:>12.4f} +- {a[1]:<7.4f} {unit}")
     print(f"wall time {wall:.1f} s ({wall / args.tasks:.3f} s per task)")
+    rates = snn.firing_stats(params, targets[:20]) if args.rates else None
+    for name, r in (rates or {}).items():
+        print(f"{name} firing (demonstration, first {min(20, args.tasks)} targets): mean {r['mean_hz']:.1f} Hz, "
+              f"{r['silent']} of {r['neurons']} neurons silent, {r['saturated']} above 150 Hz")
     out = {"mse_omega_before": stats["mse_omega_before"][0], "mse_omega_after": stats["mse_omega_after"][0],
            "mse_xyz_before": stats["mse_xyz_before"][0], "mse_xyz_after": stats["mse_xyz_after"][0],
            "loss_after": stats["loss_after"][0], "tasks": args.tasks,
@@ -267,7 +274,8 @@ def _arm_eval(args) -> int:
            "pcm_config": asdict(pcm_cfg) if pcm_cfg is not None else None,
            "compensated_update": bool(pcm_cfg is not None and preset.compensated_update),
            "round_update": bool(args.round_update), "seed": args.seed,
-           "weights": str(args.checkpoint or args.weights or snn.default_weights_path()), "wall_s": wall}
+           "weights": str(args.checkpoint or args.weights or snn.default_weights_path()), "wall_s": wall,
+           "firing": rates}
     if args.engine == "brian2":
         out["brian2_codegen_s"] = res.get("codegen_s")
         out["brian2_episode_s"] = float(np.mean(res["episode_s"]))

@@ -314,3 +314,15 @@ def test_meta_train_resume_is_exact(tmp_path):
     assert not torch.equal(p0["W_in_lsg"], pa["W_in_lsg"])  # the optimizer moved the weights
     with pytest.raises(FileNotFoundError):
         snn.meta_train(tmp_path / "c", 1, batch=1, resume=True, progress=False)
+
+
+def test_firing_stats_tell_a_healthy_lsg_from_a_broken_one(reference_dir):
+    """`pcmeta arm eval --rates`: the released LSG has (almost) no silent or saturated neurons; with its input
+    weights flipped and scaled x-5 (its recurrent balance broken) many neurons go silent and many saturate."""
+    p = snn.load_weights(reference_dir / "authors_arm_natural_eprop.npz")
+    tg = traj.sample_targets(5, rng=np.random.default_rng(0))
+    ok = snn.firing_stats(p, tg)
+    assert ok["lsg"]["neurons"] == 800 and ok["learner"]["neurons"] == 250
+    assert ok["lsg"]["silent"] <= 5 and ok["lsg"]["saturated"] == 0 and 5 < ok["lsg"]["mean_hz"] < 20
+    bad = snn.firing_stats({**p, "W_in_lsg": -5 * p["W_in_lsg"]}, tg)["lsg"]
+    assert bad["saturated"] > 100 and bad["silent"] > 50 and bad["mean_hz"] > 40
