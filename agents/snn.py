@@ -54,7 +54,7 @@ __all__ = [
     "episode_inputs", "one_shot_episode", "arm_losses", "meta_loss", "rate_regularization",
     "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM", "init_params",
     "meta_train", "save_weights_npz", "load_checkpoint_params", "ArmPCMPreset", "ARM_PCM_PRESETS",
-    "CompensatedUpdates", "pcm_substrate_factory",
+    "pcm_substrate_factory",
 ]
 
 #: Learning rate of the one natural e-prop update.
@@ -830,8 +830,10 @@ class ArmPCMPreset:
         description: one line for help texts and reports.
         pcm: :class:`pcmeta.hardware.PCMConfig` fields (the seed is set per task).
         digital_readout: keep the fixed readout W_out off the chip (a digital 250 x 2 product).
-        compensated_update: write the update in the drift-compensated frame (see
-            :class:`CompensatedUpdates`); only has an effect with drift compensation.
+        compensated_update: write the update in the drift-compensated frame (``PCMConfig.update_frame =
+            "compensated"``: ``dW / alpha`` is written so that the effective weights move by dW; without it,
+            one day after programming (alpha ~ 1.5) the one e-prop update is 1.5x too large: float, update
+            x 1.5: loss 0.0235 instead of 0.0101); only has an effect with drift compensation.
         clip: the initial weights are clipped to [-clip, clip] before placement (None: unchanged).
     """
 
@@ -847,6 +849,7 @@ class ArmPCMPreset:
         from pcmeta.hardware import PCMConfig
 
         kw = dict(self.pcm)
+        kw["update_frame"] = "compensated" if self.compensated_update else "device"
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return PCMConfig(**kw)
 
@@ -871,8 +874,9 @@ _AUTHORS_PCM = dict(w_max=1.0, weight_bits=None, update_grid=1.0 / 16, update_ro
 #:   (max|W_out| = 0.033) uses the full conductance range instead of 3 % of it, where programming noise
 #:   (0.26 uS ~ 0.01 in weight units) is as large as the weights themselves);
 #: - global drift compensation (one digital output scale per array, calibrated right after programming);
-#: - the update is written in the compensated frame (dW / alpha, :class:`CompensatedUpdates`), so that the
-#:   effective weights change by dW and not by alpha dW (alpha ~ 1.07 after 1 minute, ~ 1.5 after 1 day).
+#: - the update is written in the compensated frame (dW / alpha, ``PCMConfig(update_frame="compensated")``),
+#:   so that the effective weights change by dW and not by alpha dW (alpha ~ 1.07 after 1 minute, ~ 1.5 after
+#:   1 day).
 ARM_PCM_PRESETS: dict[str, ArmPCMPreset] = {
     "authors": ArmPCMPreset(
         "authors", "the authors' arm PCM conventions: nearest rounding to 1/16, no drift compensation, "
@@ -883,67 +887,6 @@ ARM_PCM_PRESETS: dict[str, ArmPCMPreset] = {
         {**_AUTHORS_PCM, "update_rounding": "stochastic", "w_max": None, "drift_compensation": "global"},
         compensated_update=True),
 }
-
-
-def _compensation_scale(arr: Any) -> Any:
-    """The drift-compensation output scale a PCM array applies now ((1,) or (out,) float64 tensor), or None.
-
-    Reads the array's controller state (``PCMArray.compensation_scale``); None for arrays without
-    compensation."""
-    fn = getattr(arr, "compensation_scale", None)
-    return fn() if callable(fn) else None
-
-
-class _CompensatedArray:
-    """A SynapticArray whose ``update(dW)`` writes ``dW / alpha`` (see :class:`CompensatedUpdates`)."""
-
-    def __init__(self, arr: Any):
-        self._arr = arr
-
-    def matmul(self, x: Any) -> Any:
-        return self._arr.matmul(x)
-
-    def read(self, *a: Any, **kw: Any) -> Any:
-        return self._arr.read(*a, **kw)
-
-    def update(self, dW: Any) -> None:
-        alpha = _compensation_scale(self._arr)
-        if alpha is not None:
-            if torch.is_tensor(dW):
-                dW = dW / alpha.to(dtype=dW.dtype, device=dW.device)
-            else:
-                dW = np.asarray(dW) / alpha.numpy()
-        self._arr.update(dW)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._arr, name)
-
-
-class CompensatedUpdates:
-    """A substrate proxy that writes updates in the drift-compensated frame.
-
-    With drift compensation a PCM array's output is ``alpha * (x @ G)``, alpha = (reference outputs right
-    after programming) / (outputs now) ~ 1 / (mean drift factor): ~1.07 one minute and ~1.5 one day after
-    programming (t0 = 20 s, nu ~ 0.05). A changed device is re-programmed to ``G_drifted + dW``, so the
-    *effective* weight moves by ``alpha * dW``: one day after programming the one e-prop update is 1.5x too
-    large (float, update x 1.5: loss 0.0235 instead of 0.0101). The chip's controller knows alpha (it applies
-    it digitally), so it writes ``dW / alpha`` instead: the effective weight then moves by dW. The division
-    happens before the update is rounded to the device grid (1/16 of g_max stays the physical step).
-
-    Every other attribute and method is the wrapped substrate's (``elapse``, ``remove``, ``report``, ...).
-    """
-
-    def __init__(self, substrate: Any):
-        self._sub = substrate
-
-    def place(self, name: str, W: Any) -> _CompensatedArray:
-        return _CompensatedArray(self._sub.place(name, W))
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._sub
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sub, name)
 
 
 def pcm_substrate_factory(preset: str | ArmPCMPreset = "authors", seed: int = 0,
@@ -961,8 +904,7 @@ def pcm_substrate_factory(preset: str | ArmPCMPreset = "authors", seed: int = 0,
 
     def make() -> Any:
         counter["k"] += 1
-        sub = PCMSubstrate(cfg.replace(seed=int(seed) * 100003 + counter["k"]))
-        return CompensatedUpdates(sub) if p.compensated_update else sub
+        return PCMSubstrate(cfg.replace(seed=int(seed) * 100003 + counter["k"]))
 
     return make
 
@@ -1138,6 +1080,10 @@ def load_checkpoint_params(path: str | Path, dtype=torch.float32) -> dict[str, t
     return {k: ck["params"][k].to(dtype) for k in PARAM_KEYS}
 
 
+#: Default lr factor of the learning network's readout in :func:`meta_train` (1 - kappa, see there).
+READOUT_LR_FACTOR = 1.0 - LEARNER.kappa
+
+
 def meta_train(
     out_dir: str | Path,
     iterations: int,
@@ -1157,6 +1103,7 @@ def meta_train(
     time_limit_s: float | None = None,
     cuda_graph: bool | None = None,
     clip_grad_norm: float | None = None,
+    readout_lr_factor: float | None = None,
 ) -> dict[str, Any]:
     """Meta-train the LSG and the learning network's initial weights (SPEC section 2, outer loop).
 
@@ -1174,6 +1121,12 @@ def meta_train(
     Same arithmetic as the eager loop; Adam and the lr schedule run eagerly. ``clip_grad_norm``: scale the
     gradient (all parameters together) down to this L2 norm before the Adam step (None: no clipping); the
     norm before clipping is logged as ``grad_norm`` in the history either way.
+
+    ``readout_lr_factor``: the learning rate of the learning network's readout ``W_out_trainee`` is
+    ``lr * readout_lr_factor`` (default :data:`READOUT_LR_FACTOR` = 1 - kappa, i.e. Adam on the readout in
+    the units where the leaky filter carries the (1 - kappa): its weights are ~0.003-0.01, 20-50x smaller
+    than the other matrices', and a full-lr Adam step moves them by up to half their size; 1.0 gives every
+    matrix the same lr). A resumed run keeps the factor it was started with.
 
     Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s)
     and the paths.
@@ -1205,7 +1158,17 @@ def meta_train(
             raise ValueError(f"init must be 'random' or 'weights', got {init!r}")
         params = {k: p0[k].to(dev).requires_grad_(True) for k in PARAM_KEYS}
         start, history, ck = 0, [], None
-    opt = torch.optim.Adam([params[k] for k in PARAM_KEYS], lr=lr)
+    if ck is not None:  # a resumed run keeps its factor (runs from before the option: 1.0)
+        readout_lr_factor = float(ck.get("config", {}).get("readout_lr_factor", 1.0))
+    elif readout_lr_factor is None:
+        readout_lr_factor = READOUT_LR_FACTOR
+    if not (readout_lr_factor > 0 and math.isfinite(readout_lr_factor)):
+        raise ValueError(f"readout_lr_factor must be a positive number, got {readout_lr_factor!r}")
+    if ck is not None and len(ck["optimizer"]["param_groups"]) == 1:
+        opt = torch.optim.Adam([params[k] for k in PARAM_KEYS], lr=lr)  # a run from before per-matrix groups
+    else:
+        opt = torch.optim.Adam([{"params": [params[k]], "lr": lr * (readout_lr_factor if k == "W_out_trainee"
+                                                                   else 1.0)} for k in PARAM_KEYS], lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=decay_every, gamma=lr_decay)
     if ck is not None:
         opt.load_state_dict(ck["optimizer"])
@@ -1231,7 +1194,8 @@ def meta_train(
                       "scheduler": sched.state_dict(), "iteration": it, "history": history,
                       "config": {"batch": batch, "lr": lr, "lr_decay": lr_decay, "decay_every": decay_every,
                                  "seed": seed, "init": init, "clean_code": clean_code,
-                                 "clip_grad_norm": clip_grad_norm}}, ck_path)
+                                 "clip_grad_norm": clip_grad_norm, "readout_lr_factor": readout_lr_factor}},
+                     ck_path)
         save_weights_npz(params, w_path)
 
     nxt = draw(start) if start < iterations else None

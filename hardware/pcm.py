@@ -40,6 +40,7 @@ _COMPENSATIONS = ("none", "global", "per_column")
 _READ_NOISE = ("per_mvm", "per_time")
 _ROUNDING = ("stochastic", "nearest")
 _UPDATE_BASE = ("drifted", "target")
+_UPDATE_FRAME = ("device", "compensated")
 
 
 @dataclass
@@ -60,6 +61,12 @@ class PCMConfig:
         arm model) rounding of ``dW`` to the update grid.
     update_base: "drifted" (a changed device is re-programmed to its current drifted value + dW, as a chip
         that reads before it writes; the authors' model) or "target" (the last programmed target + dW).
+    update_frame: the frame ``update(dW)`` is given in when drift compensation is on. "compensated"
+        (default): the controller, which applies the compensation scale alpha digitally anyway, writes
+        ``dW / alpha`` (before rounding to the update grid), so that the effective weights that ``read()``
+        returns and ``matmul`` uses move by dW. "device": dW is written to the devices as it is, so the
+        effective weights move by ``alpha * dW`` (alpha ~1.07 one minute and ~1.5 one day after
+        programming). No effect without drift compensation.
     dac_bits, adc_bits: converter resolutions (``None`` = ideal). The DAC has ``2^(b-1) - 1`` levels per
         sign on [-1, 1] after per-sample abs-max scaling; the ADC has ``2^b - 2`` steps on
         ``[-adc_bound, adc_bound]`` per tile (outputs beyond are clipped and counted as saturations).
@@ -83,6 +90,7 @@ class PCMConfig:
     update_grid: float | None = 1.0 / 16.0
     update_rounding: str = "stochastic"
     update_base: str = "drifted"
+    update_frame: str = "compensated"
     dac_bits: int | None = 8
     adc_bits: int | None = 8
     adc_bound: float = 12.0
@@ -147,7 +155,8 @@ class PCMConfig:
             if not (isinstance(v, (int, np.integer)) and v >= 1):
                 raise ValueError(f"{f} must be a positive integer, got {v!r}")
         for f, allowed in (("drift_compensation", _COMPENSATIONS), ("read_noise", _READ_NOISE),
-                           ("update_rounding", _ROUNDING), ("update_base", _UPDATE_BASE)):
+                           ("update_rounding", _ROUNDING), ("update_base", _UPDATE_BASE),
+                           ("update_frame", _UPDATE_FRAME)):
             if getattr(self, f) not in allowed:
                 raise ValueError(f"{f} must be one of {allowed}, got {getattr(self, f)!r}")
 
@@ -429,16 +438,23 @@ class PCMArray(SynapticArray):
         update is 0 are untouched (their devices keep drifting from their old programming time). The others
         are re-programmed to ``base + dW_q`` (``base`` = drifted value or last target, see
         :class:`PCMConfig`), clipped to [-w_max, w_max], with fresh programming noise and drift exponents.
+        With drift compensation and ``update_frame="compensated"``, dW is meant for the effective weights and
+        ``dW / alpha`` is written (alpha = :meth:`compensation_scale`).
         """
         d = check_update(dW, self.shape, self.name)
         sub: PCMSubstrate = self.substrate
         cfg = sub.config
         grid = cfg.update_grid
+        frame = None  # the compensation scale when dW is given in the compensated frame
         with torch.no_grad():
+            d = d.detach().to(torch.float64).cpu()
+            if cfg.update_frame == "compensated" and self._ref_cal is not None:
+                frame = self._alpha()
+                d = d / frame  # (1,) or (out,): the effective weights then move by dW
             if grid is None:  # exact programming of dW
-                dq = d.detach().to(torch.float64).cpu() / self.w_max
+                dq = d / self.w_max
             else:
-                u = d.detach().to(torch.float64).cpu() / (self.w_max * grid)
+                u = d / (self.w_max * grid)
                 if cfg.update_rounding == "stochastic":
                     r = torch.rand(u.shape, generator=sub.generator, dtype=torch.float64)
                     k = torch.floor(u + r)
@@ -459,7 +475,8 @@ class PCMArray(SynapticArray):
                     self._ref_cal = self._ref_cal + (self._calibration_inputs() @ applied) * self.w_max
                 self._program(mask, w_new)
         wi = self._w_ideal
-        dq_w = (dq * self.w_max).to(dtype=wi.dtype, device=wi.device)
+        dq_w = dq * self.w_max if frame is None else dq * self.w_max * frame  # in the frame dW was given in
+        dq_w = dq_w.to(dtype=wi.dtype, device=wi.device)
         self._w_ideal = wi + dq_w
         self.updates += 1
 

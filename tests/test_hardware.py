@@ -373,12 +373,14 @@ def test_ideal_config_programs_updates_exactly():
     assert arr.programming_events == 4
 
 
-def test_compensation_scale_and_compensated_frame_update():
-    """With global compensation the effective weights move by scale * (device change): writing dW / scale
-    moves them by dW."""
+@pytest.mark.parametrize("frame", ["device", "compensated"])
+def test_compensation_scale_and_compensated_frame_update(frame):
+    """With global compensation the effective weights move by scale * (device change): in the device frame
+    writing dW / scale moves them by dW; in the compensated frame (the default) writing dW does."""
     rng = np.random.default_rng(1)
     W = rng.uniform(-0.8, 0.8, size=(256, 32))
-    sub = PCMSubstrate(PCMConfig.ideal(w_max=1.0, drift_scale=1.0, drift_compensation="global", seed=0))
+    sub = PCMSubstrate(PCMConfig.ideal(w_max=1.0, drift_scale=1.0, drift_compensation="global",
+                                       update_frame=frame, seed=0))
     arr = sub.place("w", W)
     assert PCMSubstrate(PCMConfig()).place("x", W).compensation_scale() is None
     sub.elapse(86400.0)
@@ -387,7 +389,7 @@ def test_compensation_scale_and_compensated_frame_update():
     before = arr.read()
     dW = np.zeros_like(W)
     dW[:, 3] = 0.1
-    arr.update(dW / a)
+    arr.update(dW / a if frame == "device" else dW)
     moved = arr.read() - before
     assert np.allclose(moved[:, 3], 0.1, rtol=0.05)
     # the global scale is re-measured after the write (fresh devices do not drift yet): others move slightly

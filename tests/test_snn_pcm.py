@@ -39,30 +39,44 @@ def test_stochastic_rounding_keeps_the_update_nearest_loses_it(released):
     assert loss["stochastic"] < 1.4 * loss["float"], loss
 
 
-@pytest.mark.parametrize("wrapped", [False, True])
-def test_compensated_frame_update_moves_effective_weights_by_dw(wrapped):
-    """With global drift compensation one day after programming (alpha ~ 1.5), a plain update moves the
-    effective (compensated) weights by ~alpha dW; written through CompensatedUpdates by dW (in the mean:
-    stochastic rounding is unbiased)."""
+@pytest.mark.parametrize("frame", ["device", "compensated"])
+def test_compensated_frame_update_moves_effective_weights_by_dw(frame):
+    """With global drift compensation one day after programming (alpha ~ 1.5), an update in the device frame
+    moves the effective (compensated) weights by ~alpha dW; in the compensated frame
+    (``PCMConfig(update_frame="compensated")``) by dW (in the mean: stochastic rounding is unbiased)."""
     rng = np.random.default_rng(0)
     W = rng.uniform(-0.6, 0.6, size=(250, 250))
     sub = PCMSubstrate(PCMConfig(w_max=1.0, drift_compensation="global", update_rounding="stochastic",
                                  prog_noise_scale=0.0, read_noise_scale=0.0, dac_bits=None, adc_bits=None,
-                                 out_noise=0.0, seed=1))
-    s = snn.CompensatedUpdates(sub) if wrapped else sub
-    arr = s.place("w", W)
-    assert "w" in s
-    s.elapse(86400.0)
-    alpha = float(snn._compensation_scale(sub.arrays["w"])[0])
+                                 out_noise=0.0, update_frame=frame, seed=1))
+    arr = sub.place("w", W)
+    sub.elapse(86400.0)
+    alpha = float(arr.compensation_scale()[0])
     assert 1.3 < alpha < 1.8, alpha
     before = np.asarray(arr.read())
+    ideal_before = np.asarray(arr.read(ideal=True))
     dW = 0.3 / 16
     arr.update(np.full(W.shape, dW))
     moved = float(np.mean(np.asarray(arr.read()) - before))
-    if wrapped:
+    moved_ideal = float(np.mean(np.asarray(arr.read(ideal=True)) - ideal_before))
+    if frame == "compensated":
         assert abs(moved / dW - 1.0) < 0.06, (moved / dW, alpha)
+        assert abs(moved_ideal / dW - 1.0) < 0.06, moved_ideal / dW  # the ideal weights in the same frame
     else:
         assert abs(moved / dW - alpha) < 0.1, (moved / dW, alpha)
+
+
+def test_update_frame_is_validated_and_ignored_without_compensation():
+    with pytest.raises(ValueError, match="update_frame"):
+        PCMConfig(update_frame="effective")
+    outs = []
+    for frame in ("device", "compensated"):
+        sub = PCMSubstrate(PCMConfig(w_max=1.0, update_frame=frame, seed=3))
+        arr = sub.place("w", np.full((8, 4), 0.25))
+        sub.elapse(86400.0)
+        arr.update(np.full((8, 4), 1.0 / 16))
+        outs.append(np.asarray(arr.read()))
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def test_presets_and_factory():
@@ -73,7 +87,7 @@ def test_presets_and_factory():
     assert tuned.update_grid == authors.update_grid == 1.0 / 16  # the same device step (1.5625 uS)
     make = snn.pcm_substrate_factory("tuned", seed=2)
     a, b = make(), make()
-    assert isinstance(a, snn.CompensatedUpdates) and a.config.seed != b.config.seed
+    assert a.config.update_frame == "compensated" and a.config.seed != b.config.seed
     assert isinstance(snn.pcm_substrate_factory("authors")(), PCMSubstrate)
     with pytest.raises(ValueError, match="update_rounding"):
         snn.ARM_PCM_PRESETS["tuned"].config(update_rounding="up")
