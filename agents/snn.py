@@ -1159,7 +1159,11 @@ def meta_train(
         params = {k: p0[k].to(dev).requires_grad_(True) for k in PARAM_KEYS}
         start, history, ck = 0, [], None
     if ck is not None:  # a resumed run keeps its factor (runs from before the option: 1.0)
-        readout_lr_factor = float(ck.get("config", {}).get("readout_lr_factor", 1.0))
+        own = float(ck.get("config", {}).get("readout_lr_factor", 1.0))
+        if readout_lr_factor is not None and float(readout_lr_factor) != own:
+            raise ValueError(f"{ck_path} was started with readout_lr_factor {own:g}; resume it without the option "
+                             f"or with the same value (got {readout_lr_factor!r})")
+        readout_lr_factor = own
     elif readout_lr_factor is None:
         readout_lr_factor = READOUT_LR_FACTOR
     if not (readout_lr_factor > 0 and math.isfinite(readout_lr_factor)):
