@@ -54,7 +54,8 @@ __all__ = [
     "episode_inputs", "one_shot_episode", "arm_losses", "meta_loss", "rate_regularization",
     "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM", "init_params",
     "meta_train", "save_weights_npz", "load_checkpoint_params", "ArmPCMPreset", "ARM_PCM_PRESETS",
-    "pcm_substrate_factory",
+    "pcm_substrate_factory", "TRAINEE_NOISE", "authors_training_weights", "authors_training_reprogram",
+    "authors_read_var",
 ]
 
 #: Learning rate of the one natural e-prop update.
@@ -171,6 +172,12 @@ def _mm_seq(x: torch.Tensor, W: Any) -> torch.Tensor:
     return torch.matmul(x, W)  # broadcasting: (T, i) @ (B, i, n) -> (B, T, n); (B, T, i) @ (i, n) -> (B, T, n)
 
 
+def _noise_like(var: torch.Tensor) -> torch.Tensor:
+    """Gaussian noise with the given (detached) variance: sqrt(var) * N(0, 1), no gradient."""
+    with torch.no_grad():
+        return var.detach().clamp(min=0.0).sqrt() * torch.randn_like(var)
+
+
 def _no_diag(W: torch.Tensor) -> torch.Tensor:
     """W with its (last two axes') diagonal set to 0, out of place (keeps autograd)."""
     n = W.shape[-1]
@@ -208,6 +215,7 @@ def run_snn(
     record_v: bool = False,
     detach_reset: bool = True,
     per_step_mvm: bool | None = None,
+    read_var: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
 ) -> SNNRecord:
     """Simulate one trial of a LIF/ALIF network (module docstring), batched over tasks.
 
@@ -225,6 +233,11 @@ def run_snn(
         per_step_mvm: compute x_t W_in and z_t W_out with one MVM per time step (default: True when the
             weight is a SynapticArray, so that e.g. PCM read noise is drawn per step; tensors use one
             batched product, which gives the same values).
+        read_var: optional per-weight read-noise variances (var_in, var_rec, var_out) shaped like the
+            (tensor) weights: every product x W gets fresh Gaussian noise of variance (x^2) var per output
+            and time step, i.e. each weight read with independent noise on every MVM, sampled exactly in
+            output space; no gradient flows through the noise (training-time model of
+            :func:`authors_training_weights`).
 
     Returns:
         :class:`SNNRecord` with z (B, T, n_rec), y (B, T, n_out), optional psi / v / A.
@@ -251,7 +264,17 @@ def run_snn(
     step_out = _is_array(W_out) if per_step_mvm is None else per_step_mvm
     # unbind: one view per step whose backward is a single stack (indexing I_in[:, t] in the loop would
     # allocate and accumulate a full (B, T, n) gradient per step in BPTT)
-    I_in = None if step_in else _mm_seq(x, W_in).expand(B, T, cfg.n_rec).unbind(1)
+    if read_var is not None:
+        if step_in or step_out or _is_array(W_rec):
+            raise ValueError("read_var needs tensor weights (SynapticArrays draw their own read noise)")
+        var_in, var_rec, var_out = read_var
+        var_rec = _no_diag(var_rec)
+    I_in = None
+    if not step_in:
+        I_in = _mm_seq(x, W_in).expand(B, T, cfg.n_rec)
+        if read_var is not None:
+            I_in = I_in + _noise_like(_mm_seq(x * x, var_in).expand(B, T, cfg.n_rec))
+        I_in = I_in.unbind(1)
 
     alpha, rho = cfg.alpha, cfg.rho
     beta = cfg.beta_vector(dtype, dev) if cfg.n_alif else None
@@ -268,6 +291,8 @@ def run_snn(
             A = cfg.v_th
         i_t = _mm(x[..., t, :], W_in) if step_in else I_in[t]
         i_rec = _mm(z, W_rec)
+        if read_var is not None:
+            i_rec = i_rec + _noise_like(_mm(z * z, var_rec))
         z_reset = z.detach() if detach_reset else z
         v = alpha * v + i_t + i_rec - A * z_reset
         free = (r <= 0).to(dtype)  # not refractory at t-1
@@ -291,6 +316,8 @@ def run_snn(
             cur = torch.stack([_mm(Z[:, t], W_out) for t in range(T)], dim=1)
         else:
             cur = _mm_seq(Z, W_out)
+            if read_var is not None and var_out is not None:
+                cur = cur + _noise_like(_mm_seq(Z * Z, var_out))
         rec.y = leaky_filter(cur, cfg.kappa)
     return rec
 
@@ -413,6 +440,7 @@ def one_shot_episode(
     learner: Any = None,
     test: bool = True,
     detach_reset: bool = True,
+    trainee_noise: str = "none",
 ) -> dict[str, torch.Tensor]:
     """Demonstration trial -> learning signals -> one e-prop update -> test trial, for a batch of tasks.
 
@@ -423,6 +451,11 @@ def one_shot_episode(
         learner: optional :class:`EpropLearner`: the learning network runs on its substrate arrays and
             the update is written to them (then the episode is B = 1 at a time, see :func:`evaluate`).
         test: run the test trial after the update.
+        detach_reset: see :func:`run_snn`.
+        trainee_noise: "none" (float weights) or "authors": the learning network's weights as the authors'
+            training code models PCM (:func:`authors_training_weights` per task, read noise on every MVM
+            (:func:`authors_read_var`), the update rounded to 1/16 and re-programmed with noise
+            (:func:`authors_training_reprogram`)); for meta-training, not with ``learner``.
 
     Returns:
         dict with omega_before (B, T, 2) rad/s (the demonstration trial's output), L (B, T, 250),
@@ -432,7 +465,19 @@ def one_shot_episode(
     B = x_lsg.shape[0]
     lsg = run_snn(LSG, x_lsg, params["W_in_lsg"], params["W_rec_lsg"], params["W_out_lsg"],
                   detach_reset=detach_reset)
-    if learner is not None:
+    if trainee_noise not in TRAINEE_NOISE:
+        raise ValueError(f"trainee_noise must be one of {TRAINEE_NOISE}, got {trainee_noise!r}")
+    noisy = trainee_noise == "authors"
+    if noisy and learner is not None:
+        raise ValueError("trainee_noise='authors' is a training-time model; a learner brings its own substrate")
+    if noisy:
+        w_in = authors_training_weights(params["W_in_trainee"], B)
+        w_rec = authors_training_weights(params["W_rec_trainee"], B)
+        w_out = authors_training_weights(params["W_out_trainee"], B)
+        var_out = authors_read_var(w_out)
+        demo = run_snn(LEARNER, clock, w_in, w_rec, w_out, record_psi=True, detach_reset=detach_reset,
+                       read_var=(authors_read_var(w_in), authors_read_var(w_rec), var_out))
+    elif learner is not None:
         demo = learner.trial(clock, record_psi=True)
     else:
         demo = run_snn(LEARNER, clock, params["W_in_trainee"], params["W_rec_trainee"], params["W_out_trainee"],
@@ -446,6 +491,11 @@ def one_shot_episode(
                 raise ValueError("an EpropLearner runs one task at a time (B = 1)")
             learner.update(dW_in[0], dW_rec[0])
             after = learner.trial(clock)
+        elif noisy:
+            w_in = authors_training_reprogram(w_in, dW_in)
+            w_rec = authors_training_reprogram(w_rec, dW_rec)
+            after = run_snn(LEARNER, clock, w_in, w_rec, w_out, detach_reset=detach_reset,
+                            read_var=(authors_read_var(w_in), authors_read_var(w_rec), var_out))
         else:
             W_in = params["W_in_trainee"] + dW_in
             W_rec = params["W_rec_trainee"] + dW_rec
@@ -518,11 +568,15 @@ META_FIGURES = ("loss", "mse_omega", "mse_xyz", "reg", "rate_lsg_hz", "rate_lear
 
 
 def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, batch: Mapping[str, torch.Tensor],
-                      *, robot: str = "scorbot", eta: float = ETA) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      *, robot: str = "scorbot", eta: float = ETA, detach_reset: bool = True,
+                      trainee_noise: str = "none") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`meta_loss` on tensors only: ``batch`` is :func:`target_tensors`' dict, ``clock`` (T, 5).
     Nothing here leaves the device, so one call plus ``backward()`` can be captured in a CUDA graph.
+    ``detach_reset``: see :func:`run_snn` (False: the gradient also flows through the reset term, as in the
+    authors' TensorFlow code); ``trainee_noise``: see :func:`one_shot_episode`.
     Returns (loss, figures as 0-d tensors, keys :data:`META_FIGURES`)."""
-    ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta)
+    ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta, detach_reset=detach_reset,
+                          trainee_noise=trainee_noise)
     task = arm_losses_tensors(ep["omega_after"], batch["omega"], batch["xyz"], batch["start"], robot)
     # the learning network's rate is taken over its demonstration and test trials together
     reg = (rate_regularization(ep["z_lsg"], LSG)
@@ -1036,6 +1090,80 @@ class _AuthorsArmArray:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the authors' training-time model of the learning network's PCM weights (differentiable, batched)
+# ---------------------------------------------------------------------------------------------------------
+#: Noise models of the learning network during meta-training (:func:`meta_train` ``trainee_noise``).
+TRAINEE_NOISE = ("none", "authors")
+
+
+def _ste_clip(w: torch.Tensor) -> torch.Tensor:
+    """Clip to [-1, 1] with the gradient of the identity (straight-through), as the authors' training code."""
+    return w + (w.clamp(-1.0, 1.0) - w).detach()
+
+
+def _authors_drift_factor(w: torch.Tensor, mask: torch.Tensor | None = None,
+                          t_ratio: float = 32.0) -> torch.Tensor:
+    """(t / t0)^-nu per weight, nu = |N(mu(|w|), sigma(|w|))| as :class:`AuthorsArmPCM`; 1 where ``mask`` is 0.
+    No gradient (the authors stop it at nu; the factor multiplies the weight, which keeps its gradient)."""
+    with torch.no_grad():
+        lg = torch.log(w.detach().abs())
+        mu = torch.clamp(-0.0155 * lg + 0.0244, 0.049, 0.1)
+        sig = torch.clamp(-0.0125 * lg - 0.0059, 0.008, 0.045)
+        nu = (mu + sig * torch.randn_like(mu)).abs()
+        if mask is not None:
+            nu = nu * mask
+        return t_ratio ** (-nu)
+
+
+def _authors_prog_noise(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Programming noise of the re-programmed weights (``mask``), in weight units, no gradient: the device
+    carrying each weight (G+ or G-) gets N(0, sigma_p(g)) uS and is clipped to [0, g_max]."""
+    with torch.no_grad():
+        w = w.detach()
+        G = AuthorsArmPCM.G_MAX
+        sigma = torch.clamp(-1.1731 * w.abs() ** 2 + 1.9650 * w.abs() + 0.2635, min=0.0)
+        noise = mask * sigma * torch.randn_like(w)
+        g = w * G
+        pos, neg = g.clamp(min=0.0), g.clamp(max=0.0)
+        pos = torch.clamp(pos + noise * (pos != 0), 0.0, G)
+        neg = torch.clamp(neg + noise * (neg != 0), -G, 0.0)
+        return (pos + neg) / G - w
+
+
+def authors_read_var(w: torch.Tensor, t_ratio: float = 32.0) -> torch.Tensor:
+    """Per-weight variance (weight units^2) of the authors' 1/f read noise on one read of the weights w:
+    sigma = g Q_s sqrt(ln((t/t0 + t_r) / t_r)) / sqrt(2) (two devices per weight), g = |clip(w)| g_max in uS,
+    Q_s = min(0.0088 / g^0.65, 0.2). No gradient. (The authors clip each noisy device at G >= 0; sampling the
+    noise in output space, as :func:`run_snn` does, omits that clip.)"""
+    with torch.no_grad():
+        g = w.detach().clamp(-1.0, 1.0).abs() * AuthorsArmPCM.G_MAX
+        q_s = torch.clamp(0.0088 / g ** 0.65, max=0.2)
+        t_read = 250e-9
+        sigma = g * q_s * math.sqrt(math.log((t_ratio + t_read) / t_read) * 0.5) / AuthorsArmPCM.G_MAX
+        return sigma * sigma
+
+
+def authors_training_weights(W: torch.Tensor, batch: int) -> torch.Tensor:
+    """The learning network's weights W (in, out) as the authors' training code programs them, once per task:
+    ``clip(clip(W) + U(-0.01, 0.01) + clip(W 32^-nu) - W)`` (drift at t / t0 = 32, nu drawn per weight and
+    task), every clip straight-through. Returns (batch, in, out), differentiable w.r.t. W (d/dW = 32^-nu)."""
+    Wb = W.expand(batch, *W.shape)
+    u = (torch.rand_like(Wb) * 2 - 1) * 0.01
+    return _ste_clip(_ste_clip(Wb) + u + (_ste_clip(Wb * _authors_drift_factor(Wb)) - Wb))
+
+
+def authors_training_reprogram(w: torch.Tensor, dW: torch.Tensor) -> torch.Tensor:
+    """One update as the authors' training code writes it: dW rounded to the nearest 1/16 (half to even,
+    straight-through gradient); the changed weights re-programmed to w + dW_q with programming noise (no
+    gradient) and a fresh drift 32^-nu; unchanged weights kept. w, dW: (batch, in, out)."""
+    dq = dW + (torch.round(dW * 16.0) / 16.0 - dW).detach()
+    mask = (dq.detach() != 0).to(w.dtype)
+    w1 = w + dq
+    drift = _ste_clip(w1 * _authors_drift_factor(w1, mask)) - w1
+    return _ste_clip(_ste_clip(w1) + _authors_prog_noise(w1, mask) + drift)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # meta-training (BPTT through the one e-prop update)
 # ---------------------------------------------------------------------------------------------------------
 def init_params(seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
@@ -1104,6 +1232,8 @@ def meta_train(
     cuda_graph: bool | None = None,
     clip_grad_norm: float | None = None,
     readout_lr_factor: float | None = None,
+    detach_reset: bool = True,
+    trainee_noise: str = "none",
 ) -> dict[str, Any]:
     """Meta-train the LSG and the learning network's initial weights (SPEC section 2, outer loop).
 
@@ -1127,6 +1257,15 @@ def meta_train(
     the units where the leaky filter carries the (1 - kappa): its weights are ~0.003-0.01, 20-50x smaller
     than the other matrices', and a full-lr Adam step moves them by up to half their size; 1.0 gives every
     matrix the same lr). A resumed run keeps the factor it was started with.
+
+    ``detach_reset``: stop the BPTT gradient through the reset term ``A_t z_{t-1}`` (default, the e-prop
+    convention); False lets it flow, as the authors' TensorFlow training code does. Forward values are the
+    same either way. A resumed run keeps its setting.
+
+    ``trainee_noise``: "none" (float learning network) or "authors": the learning network's weights as the
+    authors' training code models PCM (see :func:`one_shot_episode`); the noise comes from torch's global
+    RNG, re-seeded from (seed, iteration) before every eager iteration so that a resumed run draws the same
+    noise (CUDA-graph replays draw fresh noise from the device generator instead). A resumed run keeps it.
 
     Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s)
     and the paths.
@@ -1164,8 +1303,12 @@ def meta_train(
             raise ValueError(f"{ck_path} was started with readout_lr_factor {own:g}; resume it without the option "
                              f"or with the same value (got {readout_lr_factor!r})")
         readout_lr_factor = own
+        detach_reset = bool(ck.get("config", {}).get("detach_reset", True))
+        trainee_noise = str(ck.get("config", {}).get("trainee_noise", "none"))
     elif readout_lr_factor is None:
         readout_lr_factor = READOUT_LR_FACTOR
+    if trainee_noise not in TRAINEE_NOISE:
+        raise ValueError(f"trainee_noise must be one of {TRAINEE_NOISE}, got {trainee_noise!r}")
     if not (readout_lr_factor > 0 and math.isfinite(readout_lr_factor)):
         raise ValueError(f"readout_lr_factor must be a positive number, got {readout_lr_factor!r}")
     if ck is not None and len(ck["optimizer"]["param_groups"]) == 1:
@@ -1198,7 +1341,8 @@ def meta_train(
                       "scheduler": sched.state_dict(), "iteration": it, "history": history,
                       "config": {"batch": batch, "lr": lr, "lr_decay": lr_decay, "decay_every": decay_every,
                                  "seed": seed, "init": init, "clean_code": clean_code,
-                                 "clip_grad_norm": clip_grad_norm, "readout_lr_factor": readout_lr_factor}},
+                                 "clip_grad_norm": clip_grad_norm, "readout_lr_factor": readout_lr_factor,
+                                 "detach_reset": detach_reset, "trainee_noise": trainee_noise}},
                      ck_path)
         save_weights_npz(params, w_path)
 
@@ -1212,12 +1356,14 @@ def meta_train(
         with torch.cuda.stream(side):  # warm-up (autograd and cuBLAS workspaces) before capture
             for _ in range(2):
                 opt.zero_grad(set_to_none=True)
-                meta_loss_tensors(params, clock, static, robot=robot)[0].backward()
+                meta_loss_tensors(params, clock, static, robot=robot, detach_reset=detach_reset,
+                                  trainee_noise=trainee_noise)[0].backward()
         torch.cuda.current_stream().wait_stream(side)
         opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_loss, static_figs = meta_loss_tensors(params, clock, static, robot=robot)
+            static_loss, static_figs = meta_loss_tensors(params, clock, static, robot=robot,
+                                                         detach_reset=detach_reset, trainee_noise=trainee_noise)
             static_loss.backward()
 
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
@@ -1233,7 +1379,10 @@ def meta_train(
             graph.replay()
             figs = static_figs
         else:
-            loss, figs = meta_loss_tensors(params, clock, {k: v.to(dev) for k, v in b.items()}, robot=robot)
+            if trainee_noise != "none":
+                torch.manual_seed(int(np.random.SeedSequence([seed, it, 1]).generate_state(1)[0]))
+            loss, figs = meta_loss_tensors(params, clock, {k: v.to(dev) for k, v in b.items()}, robot=robot,
+                                           detach_reset=detach_reset, trainee_noise=trainee_noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_([params[k] for k in PARAM_KEYS],

@@ -88,6 +88,12 @@ def register(groups) -> None:
     t.add_argument("--readout-lr-factor", type=float, default=None,
                    help="lr factor of the learning network's readout W_out_trainee (default 1 - kappa = 0.0488: "
                         "its weights are 20-50x smaller than the others'; 1 = one lr for all)")
+    t.add_argument("--reset-gradient", action="store_true",
+                   help="let the BPTT gradient flow through the reset term (the authors' TensorFlow code); default: "
+                        "stopped (e-prop convention). Forward values are the same")
+    t.add_argument("--trainee-noise", choices=["none", "authors"], default="none",
+                   help="the learning network during meta-training: float weights (none) or the PCM model of the "
+                        "authors' training code (authors: programming/drift/read noise, update rounded to 1/16)")
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much wall time (a checkpoint is written; --resume goes on)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -314,7 +320,8 @@ def _arm_train(args) -> int:
                          decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
                          clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
                          resume=args.resume, clip_grad_norm=args.clip_grad_norm,
-                         readout_lr_factor=args.readout_lr_factor,
+                         readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
+                         trainee_noise=args.trainee_noise,
                          cuda_graph=False if args.no_cuda_graph else None,
                          time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
     h = res["history"]

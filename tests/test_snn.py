@@ -350,3 +350,93 @@ def test_meta_train_readout_lr_factor(tmp_path):
     assert ck["config"]["readout_lr_factor"] == 1.0 and r["iteration"] == 2  # the run's own factor
     with pytest.raises(ValueError, match="readout_lr_factor"):
         snn.meta_train(tmp_path / "c", 1, batch=1, readout_lr_factor=0.0, progress=False)
+
+
+def test_authors_training_weights_statistics_and_gradient():
+    """Programming as the authors' training code: value ~ W 32^-nu + U(-0.01, 0.01) (nu per weight and task),
+    one draw per task, gradient 32^-nu (clips are straight-through)."""
+    torch.manual_seed(0)
+    W = torch.full((200, 250), 0.5, requires_grad=True)
+    w = snn.authors_training_weights(W, 4)
+    assert w.shape == (4, 200, 250)
+    assert not torch.equal(w[0], w[1])  # one programming per task
+    g = 0.5
+    mu = min(max(-0.0155 * math.log(g) + 0.0244, 0.049), 0.1)
+    assert float(w.detach().mean()) == pytest.approx(0.5 * 32.0 ** (-mu), rel=0.01)
+    w.sum().backward()
+    f = W.grad / 4  # mean of 32^-nu over the tasks
+    assert float(f.mean()) == pytest.approx(32.0 ** (-mu), rel=0.01) and float(f.min()) > 0.5
+    assert float(w.detach().abs().max()) <= 1.0
+
+
+def test_authors_read_var_matches_the_evaluation_model():
+    """The per-weight read-noise variance used in training equals the empirical variance of
+    :class:`AuthorsArmPCM`'s reads (the evaluation model), for weights whose noisy reads stay positive."""
+    sub = snn.AuthorsArmPCM(seed=0)
+    for w0 in (0.05, 0.3, 0.9):
+        w = torch.full((100_000,), w0, dtype=torch.float64)
+        reads = sub._read(w)
+        var = snn.authors_read_var(w)
+        assert float(reads.var()) == pytest.approx(float(var[0]), rel=0.03), w0
+
+
+def test_run_snn_read_var_draws_output_space_noise_of_the_right_variance():
+    """With no spikes possible (huge threshold) and W = 0, the membrane is pure read noise: v_t = alpha v_{t-1}
+    + e_t with Var(e_t) = sum_i x_i^2 var_i, so Var(v_T) -> c n / (1 - alpha^2) for n active unit inputs."""
+    from dataclasses import replace
+    cfg = replace(snn.LEARNER, v_th=1e9)
+    T, n_in, n = 200, 5, 250
+    x = torch.ones(T, n_in, dtype=torch.float64)
+    W_in = torch.zeros(64, n_in, n, dtype=torch.float64)
+    W_rec = torch.zeros(64, n, n, dtype=torch.float64)
+    c = 1e-4
+    torch.manual_seed(0)
+    rec = snn.run_snn(cfg, x, W_in, W_rec, None, record_v=True,
+                      read_var=(torch.full_like(W_in, c), torch.zeros_like(W_rec), None))
+    expected = c * n_in / (1 - cfg.alpha ** 2)
+    assert float(rec.v[:, -1].var()) == pytest.approx(expected, rel=0.05)
+    with pytest.raises(ValueError, match="read_var"):
+        snn.run_snn(cfg, x, W_in, W_rec, None, per_step_mvm=True, read_var=(W_in, W_rec, None))
+
+
+def test_authors_training_reprogram_rounds_and_reprograms_only_changed_weights():
+    torch.manual_seed(1)
+    w = torch.full((2, 50, 40), 0.25, dtype=torch.float64)
+    dW = torch.zeros_like(w)
+    dW[:, :10] = 0.02     # under half a step (1/32): rounded to 0, untouched
+    dW[:, 10:20] = 0.05   # rounded to 1/16: re-programmed
+    dW.requires_grad_(True)
+    out = snn.authors_training_reprogram(w, dW)
+    assert torch.equal(out[:, :10].detach(), w[:, :10]) and torch.equal(out[:, 20:].detach(), w[:, 20:])
+    changed = out[:, 10:20].detach()
+    assert float((changed - (0.25 + 1 / 16)).abs().max()) > 0  # programming noise and drift
+    assert 0.2 < float(changed.mean()) < 0.3125  # drifted below the target 0.3125
+    out.sum().backward()
+    assert torch.equal(dW.grad[:, :10], torch.ones_like(dW.grad[:, :10]))  # straight-through
+    assert float(dW.grad[:, 10:20].max()) < 1.0  # the fresh drift factor
+
+
+def test_trainee_noise_model_reproduces_the_authors_pcm_reference(reference_dir):
+    """The released weights under the training-time PCM model lose about as much as under the authors' PCM
+    evaluation model (SPEC: 0.109 on 500 targets), against 0.0127 in float."""
+    w = snn.load_weights(reference_dir / "authors_arm_natural_eprop.npz")
+    tg = traj.sample_targets(40, rng=np.random.default_rng(3))
+    t = snn.target_tensors(tg)
+    clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=torch.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        flt = float(snn.meta_loss_tensors(w, clock, t, robot=tg.robot)[1]["loss"])
+        noisy = float(snn.meta_loss_tensors(w, clock, t, robot=tg.robot, trainee_noise="authors")[1]["loss"])
+    assert flt < 0.03 and 0.07 < noisy < 0.16, (flt, noisy)
+    with pytest.raises(ValueError, match="trainee_noise"):
+        snn.meta_loss_tensors(w, clock, t, robot=tg.robot, trainee_noise="pcm")
+
+
+def test_meta_train_with_trainee_noise_resumes_exactly(tmp_path):
+    kw = dict(batch=2, checkpoint_every=1, seed=4, progress=False, trainee_noise="authors")
+    a = snn.meta_train(tmp_path / "a", 2, **kw)
+    snn.meta_train(tmp_path / "b", 1, **kw)
+    b = snn.meta_train(tmp_path / "b", 2, resume=True, progress=False, batch=2, checkpoint_every=1, seed=4)
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert ck["config"]["trainee_noise"] == "authors"
