@@ -55,7 +55,7 @@ __all__ = [
     "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM", "init_params",
     "meta_train", "save_weights_npz", "load_checkpoint_params", "ArmPCMPreset", "ARM_PCM_PRESETS",
     "pcm_substrate_factory", "TRAINEE_NOISE", "authors_training_weights", "authors_training_reprogram",
-    "authors_read_var",
+    "authors_read_var", "voltage_regularization",
 ]
 
 #: Learning rate of the one natural e-prop update.
@@ -441,6 +441,7 @@ def one_shot_episode(
     test: bool = True,
     detach_reset: bool = True,
     trainee_noise: str = "none",
+    record_v: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Demonstration trial -> learning signals -> one e-prop update -> test trial, for a batch of tasks.
 
@@ -456,6 +457,8 @@ def one_shot_episode(
             training code models PCM (:func:`authors_training_weights` per task, read noise on every MVM
             (:func:`authors_read_var`), the update rounded to 1/16 and re-programmed with noise
             (:func:`authors_training_reprogram`)); for meta-training, not with ``learner``.
+        record_v: also return the LSG's and the demonstration trial's membrane potentials and thresholds
+            (v_lsg, A_lsg, v_demo, A_demo; for :func:`voltage_regularization`).
 
     Returns:
         dict with omega_before (B, T, 2) rad/s (the demonstration trial's output), L (B, T, 250),
@@ -464,7 +467,7 @@ def one_shot_episode(
     """
     B = x_lsg.shape[0]
     lsg = run_snn(LSG, x_lsg, params["W_in_lsg"], params["W_rec_lsg"], params["W_out_lsg"],
-                  detach_reset=detach_reset)
+                  detach_reset=detach_reset, record_v=record_v)
     if trainee_noise not in TRAINEE_NOISE:
         raise ValueError(f"trainee_noise must be one of {TRAINEE_NOISE}, got {trainee_noise!r}")
     noisy = trainee_noise == "authors"
@@ -476,15 +479,19 @@ def one_shot_episode(
         w_out = authors_training_weights(params["W_out_trainee"], B)
         var_out = authors_read_var(w_out)
         demo = run_snn(LEARNER, clock, w_in, w_rec, w_out, record_psi=True, detach_reset=detach_reset,
-                       read_var=(authors_read_var(w_in), authors_read_var(w_rec), var_out))
+                       read_var=(authors_read_var(w_in), authors_read_var(w_rec), var_out), record_v=record_v)
     elif learner is not None:
         demo = learner.trial(clock, record_psi=True)
     else:
         demo = run_snn(LEARNER, clock, params["W_in_trainee"], params["W_rec_trainee"], params["W_out_trainee"],
-                       batch=B, record_psi=True, detach_reset=detach_reset)
+                       batch=B, record_psi=True, detach_reset=detach_reset, record_v=record_v)
     L = lsg.y
     dW_in, dW_rec = eprop_update(clock, demo.z, demo.psi, L, LEARNER.alpha, eta)
     out = {"omega_before": demo.y, "L": L, "dW_in": dW_in, "dW_rec": dW_rec, "z_lsg": lsg.z, "z_demo": demo.z}
+    if record_v:
+        if demo.v is None:
+            raise ValueError("record_v needs the learning network in torch (not an EpropLearner)")
+        out.update(v_lsg=lsg.v, A_lsg=lsg.A, v_demo=demo.v, A_demo=demo.A)
     if test:
         if learner is not None:
             if B != 1:
@@ -547,6 +554,25 @@ def rate_regularization(z: torch.Tensor, cfg: SNNConfig, dt_s: float = 1e-3) -> 
     return cfg.rate_lambda * ((rate - target) ** 2).sum()
 
 
+def voltage_regularization(v: torch.Tensor, A: torch.Tensor, z: torch.Tensor, cfg: SNNConfig) -> torch.Tensor:
+    """Keeps neurons where the surrogate gradient can reach them: sum over neurons of
+    relu(-1 - m_j)^2 + relu(n_j - 1)^2, with m_j the task-averaged maximum over the trial of (v - A) / v_th
+    (m_j < -1: the neuron never comes within v_th of its threshold, its pseudo-derivative is 0 on every step:
+    silent for good) and n_j the task-averaged minimum of (v - A) / v_th over the steps where the neuron is
+    not refractory (n_j > 1: always more than v_th above threshold, saturated for good). The rate
+    regularisation cannot move either kind (its gradient passes through the pseudo-derivative); this term's
+    gradient acts on v directly. 0 for every neuron whose voltage enters the surrogate's support.
+    v, A, z: (B, T, n) from :func:`run_snn` (``record_v``)."""
+    d = (v - A) / cfg.v_th
+    m = d.amax(dim=1).mean(dim=0)
+    zp = torch.nn.functional.pad(z.detach().transpose(1, 2), (cfg.n_refractory - 1, 0))  # (B, n, T + 4)
+    refr = torch.nn.functional.max_pool1d(zp, cfg.n_refractory - 1, stride=1)[..., :-1].transpose(1, 2)
+    refr = torch.cat([torch.zeros_like(refr[:, :1]), refr], dim=1)[:, : z.shape[1]]  # spike in t-4..t-1
+    n = torch.where(refr > 0, torch.full_like(d, float("inf")), d).amin(dim=1)
+    n = torch.where(torch.isfinite(n), n, torch.zeros_like(n)).mean(dim=0)
+    return (torch.relu(-1.0 - m) ** 2).sum() + (torch.relu(n - 1.0) ** 2).sum()
+
+
 def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, eta: float = ETA,
               clean_code: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """The outer loss of meta-training on a batch of targets (SPEC section 2), differentiable through the
@@ -569,19 +595,24 @@ META_FIGURES = ("loss", "mse_omega", "mse_xyz", "reg", "rate_lsg_hz", "rate_lear
 
 def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, batch: Mapping[str, torch.Tensor],
                       *, robot: str = "scorbot", eta: float = ETA, detach_reset: bool = True,
-                      trainee_noise: str = "none") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      trainee_noise: str = "none", voltage_reg: float = 0.0
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`meta_loss` on tensors only: ``batch`` is :func:`target_tensors`' dict, ``clock`` (T, 5).
     Nothing here leaves the device, so one call plus ``backward()`` can be captured in a CUDA graph.
     ``detach_reset``: see :func:`run_snn` (False: the gradient also flows through the reset term, as in the
-    authors' TensorFlow code); ``trainee_noise``: see :func:`one_shot_episode`.
+    authors' TensorFlow code); ``trainee_noise``: see :func:`one_shot_episode`; ``voltage_reg``: factor of
+    :func:`voltage_regularization` of both networks (LSG and demonstration trial), added to the loss (0: off).
     Returns (loss, figures as 0-d tensors, keys :data:`META_FIGURES`)."""
     ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta, detach_reset=detach_reset,
-                          trainee_noise=trainee_noise)
+                          trainee_noise=trainee_noise, record_v=voltage_reg > 0)
     task = arm_losses_tensors(ep["omega_after"], batch["omega"], batch["xyz"], batch["start"], robot)
     # the learning network's rate is taken over its demonstration and test trials together
     reg = (rate_regularization(ep["z_lsg"], LSG)
            + rate_regularization(torch.cat([ep["z_demo"], ep["z_test"]], dim=1), LEARNER))
     loss = task["loss"].mean() + reg
+    if voltage_reg > 0:
+        loss = loss + voltage_reg * (voltage_regularization(ep["v_lsg"], ep["A_lsg"], ep["z_lsg"], LSG)
+                                     + voltage_regularization(ep["v_demo"], ep["A_demo"], ep["z_demo"], LEARNER))
     with torch.no_grad():
         figs = {"loss": task["loss"].mean(), "mse_omega": task["mse_omega"].mean(),
                 "mse_xyz": task["mse_xyz"].mean(), "reg": reg.detach(),
@@ -1234,6 +1265,7 @@ def meta_train(
     readout_lr_factor: float | None = None,
     detach_reset: bool = True,
     trainee_noise: str = "none",
+    voltage_reg: float = 0.0,
 ) -> dict[str, Any]:
     """Meta-train the LSG and the learning network's initial weights (SPEC section 2, outer loop).
 
@@ -1266,6 +1298,10 @@ def meta_train(
     authors' training code models PCM (see :func:`one_shot_episode`); the noise comes from torch's global
     RNG, re-seeded from (seed, iteration) before every eager iteration so that a resumed run draws the same
     noise (CUDA-graph replays draw fresh noise from the device generator instead). A resumed run keeps it.
+
+    ``voltage_reg``: factor of :func:`voltage_regularization` in the loss (0: off, SPEC's recipe); it keeps
+    neurons from going silent or saturated for good, which the rate regularisation cannot undo. A resumed run
+    keeps it.
 
     Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s)
     and the paths.
@@ -1305,10 +1341,13 @@ def meta_train(
         readout_lr_factor = own
         detach_reset = bool(ck.get("config", {}).get("detach_reset", True))
         trainee_noise = str(ck.get("config", {}).get("trainee_noise", "none"))
+        voltage_reg = float(ck.get("config", {}).get("voltage_reg", 0.0))
     elif readout_lr_factor is None:
         readout_lr_factor = READOUT_LR_FACTOR
     if trainee_noise not in TRAINEE_NOISE:
         raise ValueError(f"trainee_noise must be one of {TRAINEE_NOISE}, got {trainee_noise!r}")
+    if not (voltage_reg >= 0 and math.isfinite(voltage_reg)):
+        raise ValueError(f"voltage_reg must be a finite number >= 0, got {voltage_reg!r}")
     if not (readout_lr_factor > 0 and math.isfinite(readout_lr_factor)):
         raise ValueError(f"readout_lr_factor must be a positive number, got {readout_lr_factor!r}")
     if ck is not None and len(ck["optimizer"]["param_groups"]) == 1:
@@ -1342,7 +1381,8 @@ def meta_train(
                       "config": {"batch": batch, "lr": lr, "lr_decay": lr_decay, "decay_every": decay_every,
                                  "seed": seed, "init": init, "clean_code": clean_code,
                                  "clip_grad_norm": clip_grad_norm, "readout_lr_factor": readout_lr_factor,
-                                 "detach_reset": detach_reset, "trainee_noise": trainee_noise}},
+                                 "detach_reset": detach_reset, "trainee_noise": trainee_noise,
+                                 "voltage_reg": voltage_reg}},
                      ck_path)
         save_weights_npz(params, w_path)
 
@@ -1357,13 +1397,14 @@ def meta_train(
             for _ in range(2):
                 opt.zero_grad(set_to_none=True)
                 meta_loss_tensors(params, clock, static, robot=robot, detach_reset=detach_reset,
-                                  trainee_noise=trainee_noise)[0].backward()
+                                  trainee_noise=trainee_noise, voltage_reg=voltage_reg)[0].backward()
         torch.cuda.current_stream().wait_stream(side)
         opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_loss, static_figs = meta_loss_tensors(params, clock, static, robot=robot,
-                                                         detach_reset=detach_reset, trainee_noise=trainee_noise)
+                                                         detach_reset=detach_reset, trainee_noise=trainee_noise,
+                                                         voltage_reg=voltage_reg)
             static_loss.backward()
 
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
@@ -1382,7 +1423,8 @@ def meta_train(
             if trainee_noise != "none":
                 torch.manual_seed(int(np.random.SeedSequence([seed, it, 1]).generate_state(1)[0]))
             loss, figs = meta_loss_tensors(params, clock, {k: v.to(dev) for k, v in b.items()}, robot=robot,
-                                           detach_reset=detach_reset, trainee_noise=trainee_noise)
+                                           detach_reset=detach_reset, trainee_noise=trainee_noise,
+                                           voltage_reg=voltage_reg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_([params[k] for k in PARAM_KEYS],

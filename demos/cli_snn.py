@@ -94,6 +94,9 @@ def register(groups) -> None:
     t.add_argument("--trainee-noise", choices=["none", "authors"], default="none",
                    help="the learning network during meta-training: float weights (none) or the PCM model of the "
                         "authors' training code (authors: programming/drift/read noise, update rounded to 1/16)")
+    t.add_argument("--voltage-reg", type=float, default=0.0,
+                   help="factor of the voltage regularisation that keeps neurons from going silent or saturated "
+                        "for good (default 0: SPEC's recipe; e.g. 1e-3)")
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much wall time (a checkpoint is written; --resume goes on)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -321,7 +324,7 @@ def _arm_train(args) -> int:
                          clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
                          resume=args.resume, clip_grad_norm=args.clip_grad_norm,
                          readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
-                         trainee_noise=args.trainee_noise,
+                         trainee_noise=args.trainee_noise, voltage_reg=args.voltage_reg,
                          cuda_graph=False if args.no_cuda_graph else None,
                          time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
     h = res["history"]

@@ -440,3 +440,36 @@ def test_meta_train_with_trainee_noise_resumes_exactly(tmp_path):
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
     ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert ck["config"]["trainee_noise"] == "authors"
+
+
+def test_voltage_regularization_acts_only_on_dead_neurons():
+    """Neuron 0 never comes within v_th of threshold (silent for good), neuron 1 is always more than v_th above
+    it when not refractory (saturated for good), neuron 2 crosses it: only 0 and 1 are penalised, and the
+    gradient pushes 0 up and 1 down. The released LSG scores far lower than the random initialisation."""
+    cfg = snn.LEARNER
+    T = 20
+    v = torch.zeros(1, T, 3, dtype=torch.float64)
+    v[0, :, 0] = -3.0 * cfg.v_th + cfg.v_th          # (v - A) / v_th = -3
+    v[0, :, 1] = cfg.v_th + 2.5 * cfg.v_th           # +2.5 on every step
+    v[0, :, 2] = torch.linspace(-2.0, 0.5, T) * cfg.v_th + cfg.v_th
+    z = torch.zeros_like(v)
+    z[0, ::5, 1] = 1.0                                # spikes every 5 steps (refractory in between)
+    A = torch.full_like(v, cfg.v_th)
+    v.requires_grad_(True)
+    r = snn.voltage_regularization(v, A, z, cfg)
+    assert float(r.detach()) == pytest.approx((-1 + 3.0) ** 2 + (2.5 - 1.0) ** 2)
+    r.backward()
+    assert float(v.grad[..., 0].sum()) < 0 and float(v.grad[..., 1].sum()) > 0  # descent: 0 up, 1 down
+    assert float(v.grad[..., 2].abs().sum()) == 0.0
+
+
+def test_voltage_regularization_separates_released_from_random_lsg(reference_dir):
+    tg = traj.sample_targets(8, rng=np.random.default_rng(0))
+    t = snn.target_tensors(tg)
+    clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=torch.float32)
+    vals = []
+    for p in (snn.load_weights(reference_dir / "authors_arm_natural_eprop.npz"), snn.init_params(0)):
+        with torch.no_grad():
+            ep = snn.one_shot_episode(p, clock, t["x_lsg"], record_v=True, test=False)
+            vals.append(float(snn.voltage_regularization(ep["v_lsg"], ep["A_lsg"], ep["z_lsg"], snn.LSG)))
+    assert vals[0] < 5 < 50 < vals[1], vals
