@@ -86,11 +86,11 @@ def register(groups) -> None:
     t.add_argument("--clip-grad-norm", type=float, default=None,
                    help="scale the gradient down to this L2 norm before each Adam step (default: no clipping)")
     t.add_argument("--readout-lr-factor", type=float, default=None,
-                   help="lr factor of the learning network's readout W_out_trainee (default 1 - kappa = 0.0488: "
-                        "its weights are 20-50x smaller than the others'; 1 = one lr for all)")
-    t.add_argument("--reset-gradient", action="store_true",
-                   help="let the BPTT gradient flow through the reset term (the authors' TensorFlow code); default: "
-                        "stopped (e-prop convention). Forward values are the same")
+                   help="lr factor of the learning network's readout W_out_trainee (default 1: one lr for all, as "
+                        "the authors; its weights are 20-50x smaller than the others', e.g. 0.25 slows it down)")
+    t.add_argument("--reset-gradient", action=argparse.BooleanOptionalAction, default=True,
+                   help="let the BPTT gradient flow through the reset term, as the authors' TensorFlow code "
+                        "(default); --no-reset-gradient stops it (e-prop convention). Forward values are the same")
     t.add_argument("--trainee-noise", choices=["none", "authors"], default="none",
                    help="the learning network during meta-training: float weights (none) or the PCM model of the "
                         "authors' training code (authors: programming/drift/read noise, update rounded to 1/16)")

@@ -330,17 +330,17 @@ def test_firing_stats_tell_a_healthy_lsg_from_a_broken_one(reference_dir):
 
 
 def test_meta_train_readout_lr_factor(tmp_path):
-    """The learning network's readout takes Adam steps of lr * readout_lr_factor (default 1 - kappa): after one
-    step every W_out_trainee entry moved by at most that (Adam's first step is lr * sign(g)), the other matrices
-    by the full lr; the factor is kept in the checkpoint and a resumed run uses it."""
+    """The learning network's readout takes Adam steps of lr * readout_lr_factor (default 1): after one step
+    every W_out_trainee entry moved by at most that (Adam's first step is lr * sign(g)), the other matrices by
+    the full lr; the factor is kept in the checkpoint and a resumed run uses it."""
     lr = 1e-3
-    snn.meta_train(tmp_path / "a", 1, batch=1, lr=lr, seed=2, progress=False)
+    snn.meta_train(tmp_path / "a", 1, batch=1, lr=lr, seed=2, readout_lr_factor=0.25, progress=False)
     p0, p1 = snn.init_params(2), snn.load_checkpoint_params(tmp_path / "a" / "checkpoint.pt")
     d_out = (p1["W_out_trainee"] - p0["W_out_trainee"]).abs().max().item()
     d_rec = (p1["W_rec_trainee"] - p0["W_rec_trainee"]).abs().max().item()
-    assert d_out == pytest.approx(lr * snn.READOUT_LR_FACTOR, rel=1e-3)
+    assert d_out == pytest.approx(lr * 0.25, rel=1e-3)
     assert d_rec == pytest.approx(lr, rel=1e-3)
-    assert snn.READOUT_LR_FACTOR == pytest.approx(1 - math.exp(-1 / 20))
+    assert snn.READOUT_LR_FACTOR == 1.0
     snn.meta_train(tmp_path / "b", 1, batch=1, lr=lr, seed=2, readout_lr_factor=1.0, progress=False)
     with pytest.raises(ValueError, match="started with readout_lr_factor 1"):
         snn.meta_train(tmp_path / "b", 2, batch=1, lr=lr, seed=2, readout_lr_factor=0.5, resume=True,
