@@ -1062,17 +1062,10 @@ class AuthorsArmPCM:
         return torch.clamp(w * self.t_ratio ** (-nu), -1.0, 1.0) - w
 
     def _split_noise(self, w: torch.Tensor, noise_uS: torch.Tensor) -> torch.Tensor:
-        """Add noise (uS) to the device carrying each weight (G+ or G-), clip to [0, g_max], back to weights."""
-        g = w * self.G_MAX
-        pos, neg = g.clamp(min=0.0), g.clamp(max=0.0)
-        pos = torch.clamp(pos + noise_uS * (pos != 0), 0.0, self.G_MAX)
-        neg = torch.clamp(neg + noise_uS * (neg != 0), -self.G_MAX, 0.0)
-        return (pos + neg) / self.G_MAX
+        return _split_device_noise(w, noise_uS, self.G_MAX)
 
     def _prog_noise(self, w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        gn = w.abs()  # normalised conductance g / g_max
-        sigma = torch.clamp(-1.1731 * gn ** 2 + 1.9650 * gn + 0.2635, min=0.0)
-        return self._split_noise(w, mask * sigma * self._randn(w.shape)) - w
+        return _authors_prog_noise(w, mask, self._randn(w.shape))
 
     def _read(self, w: torch.Tensor) -> torch.Tensor:
         wc = w.clamp(-1.0, 1.0)
@@ -1146,19 +1139,24 @@ def _authors_drift_factor(w: torch.Tensor, mask: torch.Tensor | None = None,
         return t_ratio ** (-nu)
 
 
-def _authors_prog_noise(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _split_device_noise(w: torch.Tensor, noise_uS: torch.Tensor, g_max: float) -> torch.Tensor:
+    """Add noise (uS) to the device carrying each weight (G+ or G-), clip it to [0, g_max], back to weights."""
+    g = w * g_max
+    pos, neg = g.clamp(min=0.0), g.clamp(max=0.0)
+    pos = torch.clamp(pos + noise_uS * (pos != 0), 0.0, g_max)
+    neg = torch.clamp(neg + noise_uS * (neg != 0), -g_max, 0.0)
+    return (pos + neg) / g_max
+
+
+def _authors_prog_noise(w: torch.Tensor, mask: torch.Tensor, normal: torch.Tensor | None = None) -> torch.Tensor:
     """Programming noise of the re-programmed weights (``mask``), in weight units, no gradient: the device
-    carrying each weight (G+ or G-) gets N(0, sigma_p(g)) uS and is clipped to [0, g_max]."""
+    carrying each weight (G+ or G-) gets N(0, sigma_p(g)) uS and is clipped to [0, g_max]. ``normal``: the
+    standard normal draws (default: from torch's global RNG)."""
     with torch.no_grad():
         w = w.detach()
-        G = AuthorsArmPCM.G_MAX
         sigma = torch.clamp(-1.1731 * w.abs() ** 2 + 1.9650 * w.abs() + 0.2635, min=0.0)
-        noise = mask * sigma * torch.randn_like(w)
-        g = w * G
-        pos, neg = g.clamp(min=0.0), g.clamp(max=0.0)
-        pos = torch.clamp(pos + noise * (pos != 0), 0.0, G)
-        neg = torch.clamp(neg + noise * (neg != 0), -G, 0.0)
-        return (pos + neg) / G - w
+        n = torch.randn_like(w) if normal is None else normal
+        return _split_device_noise(w, mask * sigma * n, AuthorsArmPCM.G_MAX) - w
 
 
 def authors_read_var(w: torch.Tensor, t_ratio: float = 32.0) -> torch.Tensor:
