@@ -55,7 +55,7 @@ __all__ = [
     "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM", "init_params",
     "meta_train", "save_weights_npz", "load_checkpoint_params", "ArmPCMPreset", "ARM_PCM_PRESETS",
     "pcm_substrate_factory", "TRAINEE_NOISE", "authors_training_weights", "authors_training_reprogram",
-    "authors_read_var", "voltage_regularization",
+    "authors_read_var", "voltage_regularization", "run_summary",
 ]
 
 #: Learning rate of the one natural e-prop update.
@@ -1215,6 +1215,30 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
+
+
+def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> dict[str, Any]:
+    """What a :func:`meta_train` run folder holds: its options, iterations done, the mean loss over windows of
+    ``window`` iterations (iterations [k window, (k + 1) window)), the largest logged gradient norm and the
+    firing health (:func:`firing_stats`) of its current weights on ``n_targets`` fixed targets (seed 0)."""
+    p = Path(run_dir) / "checkpoint.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"no meta-training checkpoint at {p}")
+    ck = torch.load(p, map_location="cpu", weights_only=True)
+    if "history" not in ck or "params" not in ck:
+        raise ValueError(f"{p} is not a pcmeta arm checkpoint")
+    h = ck["history"]
+    loss = np.array([x["loss"] for x in h], dtype=float)
+    gn = [x["grad_norm"] for x in h if "grad_norm" in x and math.isfinite(x["grad_norm"])]
+    windows = {f"{k}-{k + window}": float(loss[k:k + window].mean()) for k in range(0, len(loss) - window + 1, window)}
+    tg = traj.sample_targets(n_targets, rng=np.random.default_rng(0))
+    params = {k: ck["params"][k].float() for k in PARAM_KEYS}
+    # runs from before an option ran with what is now its non-default value or its old default
+    config = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "voltage_reg": 0.0,
+              "trainee_noise": "none", **dict(ck.get("config", {}))}
+    return {"run": str(run_dir), "config": config, "iterations": int(ck["iteration"]),
+            "loss_windows": windows, "loss_last": float(loss[-window:].mean()) if len(loss) else float("nan"),
+            "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg)}
 
 
 def save_weights_npz(params: Mapping[str, torch.Tensor], path: str | Path) -> None:

@@ -103,6 +103,16 @@ def register(groups) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_arm_train)
 
+    r = groups["arm"].add_parser(
+        "runs", help="compare meta-training runs: options, loss per window of iterations, firing health",
+        description="For each `pcmeta arm train` run folder: its options, the iterations done, the mean loss over "
+                    "windows of --window iterations, the largest gradient norm and the LSG's mean rate, silent and "
+                    "> 150 Hz neurons now (10 fixed targets).")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--window", type=int, default=25, help="iterations per loss window (default 25)")
+    r.add_argument("--json", metavar="OUT", help="also write the summaries as JSON")
+    r.set_defaults(func=_arm_runs)
+
     d = groups["arm"].add_parser(
         "demo", help="one-shot learning of a new arm movement: demonstration, ONE update, test, rendered",
         description="Draws a new target (--seed), runs the demonstration trial (the LSG sees the target), writes "
@@ -334,6 +344,32 @@ def _arm_train(args) -> int:
               f"{sum(x['loss'] for x in last) / len(last):.4f}")
     print(f"device {args.device}{' (CUDA graph replay)' if res['cuda_graph'] else ''}; "
           f"wall time {time.perf_counter() - t0:.1f} s; checkpoint {res['checkpoint']}, weights {res['weights']}")
+    return 0
+
+
+def _arm_runs(args) -> int:
+    from pcmeta.agents import snn
+
+    if args.window < 1:
+        raise ValueError(f"--window must be >= 1, got {args.window}")
+    rows = [snn.run_summary(d, window=args.window) for d in args.runs]
+    keys = sorted({k for r in rows for k in r["loss_windows"]}, key=lambda k: int(k.split("-")[0]))
+    shown = [k for k in keys if k in ("75-100", "150-175", "300-325", "600-625")] or keys[-3:]
+    print("| run | options | its | " + " | ".join(f"loss {k}" for k in shown)
+          + f" | last {args.window} | max grad norm | LSG Hz / silent / > 150 Hz |")
+    print("|---" * (6 + len(shown)) + "|")
+    for r in rows:
+        c = r["config"]
+        opts = ", ".join(f"{k}={c[k]}" for k in ("detach_reset", "readout_lr_factor", "clip_grad_norm",
+                                                  "voltage_reg", "trainee_noise") if k in c)
+        f = r["firing"]["lsg"]
+        cells = " | ".join(f"{r['loss_windows'][k]:.3f}" if k in r["loss_windows"] else "" for k in shown)
+        gn = "-" if r["max_grad_norm"] is None else f"{r['max_grad_norm']:.2g}"
+        print(f"| {r['run']} | {opts} | {r['iterations']} | {cells} | {r['loss_last']:.3f} | {gn} | "
+              f"{f['mean_hz']:.0f} / {f['silent']} / {f['saturated']} |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 

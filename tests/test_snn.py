@@ -473,3 +473,19 @@ def test_voltage_regularization_separates_released_from_random_lsg(reference_dir
             ep = snn.one_shot_episode(p, clock, t["x_lsg"], record_v=True, test=False)
             vals.append(float(snn.voltage_regularization(ep["v_lsg"], ep["A_lsg"], ep["z_lsg"], snn.LSG)))
     assert vals[0] < 5 < 50 < vals[1], vals
+
+
+def test_arm_runs_summarises_meta_training_runs(tmp_path, capsys):
+    from pcmeta.demos.cli import main
+
+    snn.meta_train(tmp_path / "a", 4, batch=1, checkpoint_every=2, seed=1, progress=False, voltage_reg=1e-3)
+    s = snn.run_summary(tmp_path / "a", window=2)
+    assert s["iterations"] == 4 and list(s["loss_windows"]) == ["0-2", "2-4"]
+    assert s["config"]["voltage_reg"] == 1e-3 and s["config"]["detach_reset"] is False
+    assert s["max_grad_norm"] > 0 and s["firing"]["lsg"]["neurons"] == 800
+    assert main(["arm", "runs", str(tmp_path / "a"), "--window", "2", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "voltage_reg=0.001" in out and "| 4 |" in out
+    assert json.loads((tmp_path / "r.json").read_text())[0]["iterations"] == 4
+    with pytest.raises(FileNotFoundError):
+        snn.run_summary(tmp_path / "missing")
