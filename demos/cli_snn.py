@@ -360,8 +360,9 @@ def _arm_runs(args) -> int:
     print("|---" * (6 + len(shown)) + "|")
     for r in rows:
         c = r["config"]
-        opts = ", ".join(f"{k}={c[k]}" for k in ("detach_reset", "readout_lr_factor", "clip_grad_norm",
-                                                  "voltage_reg", "trainee_noise") if k in c)
+        opts = ", ".join(f"{k}={c[k]:g}" if isinstance(c[k], float) else f"{k}={c[k]}"
+                         for k in ("detach_reset", "readout_lr_factor", "clip_grad_norm", "voltage_reg",
+                                   "trainee_noise") if k in c)
         f = r["firing"]["lsg"]
         cells = " | ".join(f"{r['loss_windows'][k]:.3f}" if k in r["loss_windows"] else "" for k in shown)
         gn = "-" if r["max_grad_norm"] is None else f"{r['max_grad_norm']:.2g}"
