@@ -1358,15 +1358,16 @@ def meta_train(
             raise ValueError(f"init must be 'random' or 'weights', got {init!r}")
         params = {k: p0[k].to(dev).requires_grad_(True) for k in PARAM_KEYS}
         start, history, ck = 0, [], None
-    if ck is not None:  # a resumed run keeps its factor (runs from before the option: 1.0)
-        own = float(ck.get("config", {}).get("readout_lr_factor", 1.0))
+    if ck is not None:  # a resumed run keeps its options (runs from before an option: its old behaviour)
+        ck_cfg = ck.get("config", {})
+        own = float(ck_cfg.get("readout_lr_factor", 1.0))
         if readout_lr_factor is not None and float(readout_lr_factor) != own:
             raise ValueError(f"{ck_path} was started with readout_lr_factor {own:g}; resume it without the option "
                              f"or with the same value (got {readout_lr_factor!r})")
         readout_lr_factor = own
-        detach_reset = bool(ck.get("config", {}).get("detach_reset", True))
-        trainee_noise = str(ck.get("config", {}).get("trainee_noise", "none"))
-        voltage_reg = float(ck.get("config", {}).get("voltage_reg", 0.0))
+        detach_reset = bool(ck_cfg.get("detach_reset", True))
+        trainee_noise = str(ck_cfg.get("trainee_noise", "none"))
+        voltage_reg = float(ck_cfg.get("voltage_reg", 0.0))
     elif readout_lr_factor is None:
         readout_lr_factor = READOUT_LR_FACTOR
     if trainee_noise not in TRAINEE_NOISE:
