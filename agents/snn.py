@@ -565,9 +565,10 @@ def voltage_regularization(v: torch.Tensor, A: torch.Tensor, z: torch.Tensor, cf
     v, A, z: (B, T, n) from :func:`run_snn` (``record_v``)."""
     d = (v - A) / cfg.v_th
     m = d.amax(dim=1).mean(dim=0)
-    zp = torch.nn.functional.pad(z.detach().transpose(1, 2), (cfg.n_refractory - 1, 0))  # (B, n, T + 4)
-    refr = torch.nn.functional.max_pool1d(zp, cfg.n_refractory - 1, stride=1)[..., :-1].transpose(1, 2)
-    refr = torch.cat([torch.zeros_like(refr[:, :1]), refr], dim=1)[:, : z.shape[1]]  # spike in t-4..t-1
+    # refractory at t: a spike in t-4..t-1 (window k of the left-padded spikes covers exactly those steps)
+    k = cfg.n_refractory - 1
+    zp = torch.nn.functional.pad(z.detach().transpose(1, 2), (k, 0))  # (B, n, T + k)
+    refr = torch.nn.functional.max_pool1d(zp, k, stride=1)[..., :-1].transpose(1, 2)  # (B, T, n)
     n = torch.where(refr > 0, torch.full_like(d, float("inf")), d).amin(dim=1)
     n = torch.where(torch.isfinite(n), n, torch.zeros_like(n)).mean(dim=0)
     return (torch.relu(-1.0 - m) ** 2).sum() + (torch.relu(n - 1.0) ** 2).sum()

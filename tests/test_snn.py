@@ -454,6 +454,9 @@ def test_voltage_regularization_acts_only_on_dead_neurons():
     v[0, :, 2] = torch.linspace(-2.0, 0.5, T) * cfg.v_th + cfg.v_th
     z = torch.zeros_like(v)
     z[0, ::5, 1] = 1.0                                # spikes every 5 steps (refractory in between)
+    refractory = torch.ones(T, dtype=torch.bool)
+    refractory[::5] = False
+    v.data[0, refractory, 1] = cfg.v_th               # (v - A) = 0 while refractory: must not count
     A = torch.full_like(v, cfg.v_th)
     v.requires_grad_(True)
     r = snn.voltage_regularization(v, A, z, cfg)
