@@ -214,6 +214,7 @@ def run_snn(
     record_psi: bool = False,
     record_v: bool = False,
     detach_reset: bool = True,
+    threshold_gradient: bool = True,
     per_step_mvm: bool | None = None,
     read_var: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
 ) -> SNNRecord:
@@ -230,6 +231,10 @@ def run_snn(
         record_psi, record_v: also return pseudo-derivatives / membrane potentials and thresholds.
         detach_reset: stop the gradient through the reset term A_t z_{t-1} (e-prop convention; affects
             gradients only, never the forward values).
+        threshold_gradient: let the gradient of the spike function reach the adaptive threshold A_t (ALIF:
+            through b_t to all earlier spikes, a 600-step memory). False: the pseudo-derivative acts on v only
+            and A_t enters the gradient through the reset term alone, as in the authors' TensorFlow code
+            (their LSNN spike function returns no gradient for the threshold). Forward values are the same.
         per_step_mvm: compute x_t W_in and z_t W_out with one MVM per time step (default: True when the
             weight is a SynapticArray, so that e.g. PCM read noise is drawn per step; tensors use one
             batched product, which gives the same values).
@@ -296,7 +301,8 @@ def run_snn(
         z_reset = z.detach() if detach_reset else z
         v = alpha * v + i_t + i_rec - A * z_reset
         free = (r <= 0).to(dtype)  # not refractory at t-1
-        z = spike_fn(v, A, cfg.v_th, cfg.gamma) * free
+        A_spk = A.detach() if (not threshold_gradient and torch.is_tensor(A)) else A
+        z = spike_fn(v, A_spk, cfg.v_th, cfg.gamma) * free
         r = torch.clamp(r + 5.0 * z.detach() - 1.0, 0.0, float(cfg.n_refractory))
         zs.append(z)
         if record_psi:
@@ -440,6 +446,7 @@ def one_shot_episode(
     learner: Any = None,
     test: bool = True,
     detach_reset: bool = True,
+    threshold_gradient: bool = True,
     trainee_noise: str = "none",
     record_v: bool = False,
 ) -> dict[str, torch.Tensor]:
@@ -452,7 +459,8 @@ def one_shot_episode(
         learner: optional :class:`EpropLearner`: the learning network runs on its substrate arrays and
             the update is written to them (then the episode is B = 1 at a time, see :func:`evaluate`).
         test: run the test trial after the update.
-        detach_reset: see :func:`run_snn`.
+        detach_reset, threshold_gradient: see :func:`run_snn` (the threshold gradient matters for the LSG's
+            ALIF neurons only).
         trainee_noise: "none" (float weights) or "authors": the learning network's weights as the authors'
             training code models PCM (:func:`authors_training_weights` per task, read noise on every MVM
             (:func:`authors_read_var`), the update rounded to 1/16 and re-programmed with noise
@@ -467,7 +475,7 @@ def one_shot_episode(
     """
     B = x_lsg.shape[0]
     lsg = run_snn(LSG, x_lsg, params["W_in_lsg"], params["W_rec_lsg"], params["W_out_lsg"],
-                  detach_reset=detach_reset, record_v=record_v)
+                  detach_reset=detach_reset, threshold_gradient=threshold_gradient, record_v=record_v)
     if trainee_noise not in TRAINEE_NOISE:
         raise ValueError(f"trainee_noise must be one of {TRAINEE_NOISE}, got {trainee_noise!r}")
     noisy = trainee_noise == "authors"
@@ -596,16 +604,17 @@ META_FIGURES = ("loss", "mse_omega", "mse_xyz", "reg", "rate_lsg_hz", "rate_lear
 
 def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, batch: Mapping[str, torch.Tensor],
                       *, robot: str = "scorbot", eta: float = ETA, detach_reset: bool = True,
-                      trainee_noise: str = "none", voltage_reg: float = 0.0
+                      trainee_noise: str = "none", voltage_reg: float = 0.0, threshold_gradient: bool = True
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`meta_loss` on tensors only: ``batch`` is :func:`target_tensors`' dict, ``clock`` (T, 5).
     Nothing here leaves the device, so one call plus ``backward()`` can be captured in a CUDA graph.
     ``detach_reset``: see :func:`run_snn` (False: the gradient also flows through the reset term, as in the
-    authors' TensorFlow code); ``trainee_noise``: see :func:`one_shot_episode`; ``voltage_reg``: factor of
+    authors' TensorFlow code); ``threshold_gradient``: see :func:`run_snn`; ``trainee_noise``: see :func:`one_shot_episode`; ``voltage_reg``: factor of
     :func:`voltage_regularization` of both networks (LSG and demonstration trial), added to the loss (0: off).
     Returns (loss, figures as 0-d tensors, keys :data:`META_FIGURES`)."""
     ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta, detach_reset=detach_reset,
-                          trainee_noise=trainee_noise, record_v=voltage_reg > 0)
+                          threshold_gradient=threshold_gradient, trainee_noise=trainee_noise,
+                          record_v=voltage_reg > 0)
     task = arm_losses_tensors(ep["omega_after"], batch["omega"], batch["xyz"], batch["start"], robot)
     # the learning network's rate is taken over its demonstration and test trials together
     reg = (rate_regularization(ep["z_lsg"], LSG)
@@ -1236,8 +1245,8 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     params = {k: ck["params"][k].float() for k in PARAM_KEYS}
     # runs from before an option ran with what is now its non-default value or its old default
     config = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "voltage_reg": 0.0,
-              "trainee_noise": "none", **dict(ck.get("config", {}))}
-    return {"run": str(run_dir), "config": config, "iterations": int(ck["iteration"]),
+              "trainee_noise": "none", "threshold_gradient": True, **dict(ck.get("config", {}))}
+    return {"run": str(run_dir), "config": config, "iterations": int(ck["iteration"]), "best": ck.get("best", {}),
             "loss_windows": windows, "loss_last": float(loss[-window:].mean()) if len(loss) else float("nan"),
             "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg)}
 
@@ -1291,6 +1300,8 @@ def meta_train(
     detach_reset: bool = False,
     trainee_noise: str = "none",
     voltage_reg: float = 0.0,
+    threshold_gradient: bool = False,
+    best_window: int = 25,
 ) -> dict[str, Any]:
     """Meta-train the LSG and the learning network's initial weights (SPEC section 2, outer loop).
 
@@ -1329,6 +1340,16 @@ def meta_train(
     neurons from going silent or saturated for good, which the rate regularisation cannot undo. A resumed run
     keeps it.
 
+    ``threshold_gradient``: let the spike function's gradient reach the LSG's adaptive thresholds (see
+    :func:`run_snn`); default False, as the authors' code (the path through the 600-ms adaptation variable
+    made the LSG's input/recurrent gradients ~8x larger at the states where earlier runs collapsed). A
+    resumed run keeps its setting (runs from before the option: True).
+
+    ``best_window``: every ``best_window`` iterations the mean task loss of the last ``best_window``
+    iterations (each on fresh targets, so an unbiased estimate) is compared with the best so far; when it is
+    lower, the current weights are written to ``out_dir/best.npz`` (the checkpoint records its iteration
+    and loss as ``best``). Runs that later degrade keep their best weights.
+
     Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s)
     and the paths.
     """
@@ -1338,7 +1359,9 @@ def meta_train(
 
     t_start = time.perf_counter()
     out = Path(out_dir)
-    ck_path, w_path = out / "checkpoint.pt", out / "weights.npz"
+    ck_path, w_path, best_path = out / "checkpoint.pt", out / "weights.npz", out / "best.npz"
+    if not (isinstance(best_window, int) and best_window >= 1):
+        raise ValueError(f"best_window must be a positive integer, got {best_window!r}")
     dev = torch.device(device)
     if cuda_graph is None:
         cuda_graph = dev.type == "cuda"
@@ -1359,6 +1382,7 @@ def meta_train(
             raise ValueError(f"init must be 'random' or 'weights', got {init!r}")
         params = {k: p0[k].to(dev).requires_grad_(True) for k in PARAM_KEYS}
         start, history, ck = 0, [], None
+    best = dict(ck.get("best", {})) if ck is not None else {}
     if ck is not None:  # a resumed run keeps its options (runs from before an option: its old behaviour)
         ck_cfg = ck.get("config", {})
         own = float(ck_cfg.get("readout_lr_factor", 1.0))
@@ -1369,6 +1393,7 @@ def meta_train(
         detach_reset = bool(ck_cfg.get("detach_reset", True))
         trainee_noise = str(ck_cfg.get("trainee_noise", "none"))
         voltage_reg = float(ck_cfg.get("voltage_reg", 0.0))
+        threshold_gradient = bool(ck_cfg.get("threshold_gradient", True))
     elif readout_lr_factor is None:
         readout_lr_factor = READOUT_LR_FACTOR
     if trainee_noise not in TRAINEE_NOISE:
@@ -1409,9 +1434,20 @@ def meta_train(
                                  "seed": seed, "init": init, "clean_code": clean_code,
                                  "clip_grad_norm": clip_grad_norm, "readout_lr_factor": readout_lr_factor,
                                  "detach_reset": detach_reset, "trainee_noise": trainee_noise,
-                                 "voltage_reg": voltage_reg}},
+                                 "voltage_reg": voltage_reg, "threshold_gradient": threshold_gradient},
+                      "best": best},
                      ck_path)
         save_weights_npz(params, w_path)
+
+    def track_best(it: int) -> None:
+        flush()
+        recent = [h["loss"] for h in history if it - best_window <= h["iteration"] < it]
+        if len(recent) < best_window:
+            return
+        window = float(np.mean(recent))
+        if math.isfinite(window) and window < best.get("window_loss", math.inf):
+            save_weights_npz(params, best_path)
+            best.update(iteration=it, window_loss=window, window=best_window)
 
     nxt = draw(start) if start < iterations else None
     graph = static = static_figs = None
@@ -1424,14 +1460,16 @@ def meta_train(
             for _ in range(2):
                 opt.zero_grad(set_to_none=True)
                 meta_loss_tensors(params, clock, static, robot=robot, detach_reset=detach_reset,
-                                  trainee_noise=trainee_noise, voltage_reg=voltage_reg)[0].backward()
+                                  trainee_noise=trainee_noise, voltage_reg=voltage_reg,
+                                  threshold_gradient=threshold_gradient)[0].backward()
         torch.cuda.current_stream().wait_stream(side)
         opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_loss, static_figs = meta_loss_tensors(params, clock, static, robot=robot,
                                                          detach_reset=detach_reset, trainee_noise=trainee_noise,
-                                                         voltage_reg=voltage_reg)
+                                                         voltage_reg=voltage_reg,
+                                                         threshold_gradient=threshold_gradient)
             static_loss.backward()
 
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
@@ -1451,7 +1489,7 @@ def meta_train(
                 torch.manual_seed(int(np.random.SeedSequence([seed, it, 1]).generate_state(1)[0]))
             loss, figs = meta_loss_tensors(params, clock, {k: v.to(dev) for k, v in b.items()}, robot=robot,
                                            detach_reset=detach_reset, trainee_noise=trainee_noise,
-                                           voltage_reg=voltage_reg)
+                                           voltage_reg=voltage_reg, threshold_gradient=threshold_gradient)
             opt.zero_grad(set_to_none=True)
             loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_([params[k] for k in PARAM_KEYS],
@@ -1464,6 +1502,8 @@ def meta_train(
         it_done = it + 1
         if it_done < iterations:
             nxt = draw(it_done)  # on the CPU while the GPU works (graph path)
+        if it_done % best_window == 0:
+            track_best(it_done)
         if (it_done % checkpoint_every == 0) or it_done == iterations:
             save(it_done)
         if progress and (graph is None or it_done % 10 == 0):
@@ -1476,4 +1516,5 @@ def meta_train(
     if start >= iterations and not ck_path.is_file():
         save(start)
     return {"iteration": max(start, it_done), "history": history, "checkpoint": str(ck_path),
-            "weights": str(w_path), "wall_s": time.perf_counter() - t_start, "cuda_graph": graph is not None}
+            "weights": str(w_path), "wall_s": time.perf_counter() - t_start, "cuda_graph": graph is not None,
+            "best": dict(best), "best_weights": str(best_path) if best else None}

@@ -97,6 +97,12 @@ def register(groups) -> None:
     t.add_argument("--voltage-reg", type=float, default=0.0,
                    help="factor of the voltage regularisation that keeps neurons from going silent or saturated "
                         "for good (default 0: SPEC's recipe; e.g. 1e-3)")
+    t.add_argument("--threshold-gradient", action=argparse.BooleanOptionalAction, default=False,
+                   help="let the spike function's gradient reach the LSG's adaptive thresholds (through the 600-ms "
+                        "adaptation variable); default off, as the authors' code. Forward values are the same")
+    t.add_argument("--best-window", type=int, default=25,
+                   help="write OUT/best.npz whenever the mean loss of the last N iterations is the lowest so far "
+                        "(default 25)")
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much wall time (a checkpoint is written; --resume goes on)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -335,6 +341,7 @@ def _arm_train(args) -> int:
                          resume=args.resume, clip_grad_norm=args.clip_grad_norm,
                          readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
                          trainee_noise=args.trainee_noise, voltage_reg=args.voltage_reg,
+                         threshold_gradient=args.threshold_gradient, best_window=args.best_window,
                          cuda_graph=False if args.no_cuda_graph else None,
                          time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
     h = res["history"]
@@ -342,6 +349,10 @@ def _arm_train(args) -> int:
         last = h[-min(len(h), 50):]
         print(f"iteration {res['iteration']}: mean loss of the last {len(last)} iterations "
               f"{sum(x['loss'] for x in last) / len(last):.4f}")
+    if res["best"]:
+        b = res["best"]
+        print(f"best: mean loss {b['window_loss']:.4f} over iterations {b['iteration'] - b['window']}-"
+              f"{b['iteration']}, weights {res['best_weights']}")
     print(f"device {args.device}{' (CUDA graph replay)' if res['cuda_graph'] else ''}; "
           f"wall time {time.perf_counter() - t0:.1f} s; checkpoint {res['checkpoint']}, weights {res['weights']}")
     return 0
@@ -362,10 +373,12 @@ def _arm_runs(args) -> int:
         c = r["config"]
         opts = ", ".join(f"{k}={c[k]:g}" if isinstance(c[k], float) else f"{k}={c[k]}"
                          for k in ("detach_reset", "readout_lr_factor", "clip_grad_norm", "voltage_reg",
-                                   "trainee_noise") if k in c)
+                                   "trainee_noise", "threshold_gradient") if k in c)
         f = r["firing"]["lsg"]
         cells = " | ".join(f"{r['loss_windows'][k]:.3f}" if k in r["loss_windows"] else "" for k in shown)
         gn = "-" if r["max_grad_norm"] is None else f"{r['max_grad_norm']:.2g}"
+        if r.get("best"):
+            opts += f"; best {r['best']['window_loss']:.3f} at {r['best']['iteration']}"
         print(f"| {r['run']} | {opts} | {r['iterations']} | {cells} | {r['loss_last']:.3f} | {gn} | "
               f"{f['mean_hz']:.0f} / {f['silent']} / {f['saturated']} |")
     if args.json:

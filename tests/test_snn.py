@@ -317,6 +317,47 @@ def test_meta_train_resume_is_exact(tmp_path):
         snn.meta_train(tmp_path / "c", 1, batch=1, resume=True, progress=False)
 
 
+def test_threshold_gradient_changes_only_the_adaptive_neurons_gradients():
+    """threshold_gradient=False (the authors' LSNN) leaves the forward pass alone and cuts only the spike
+    function's gradient into the adaptive threshold: the LSG's (ALIF) gradients change, a LIF network's
+    (threshold a constant) do not."""
+    g = torch.Generator().manual_seed(0)
+    for cfg, changes in ((snn.LSG, True), (snn.LEARNER, False)):
+        x = (torch.rand(2, 60, cfg.n_in, generator=g) < 0.2).float()
+        W_in = (torch.randn(cfg.n_in, cfg.n_rec, generator=g) * 2.0 / cfg.n_in ** 0.5).requires_grad_(True)
+        W_rec = (torch.randn(cfg.n_rec, cfg.n_rec, generator=g) / cfg.n_rec ** 0.5).requires_grad_(True)
+        res = []
+        for tg in (True, False):
+            rec = snn.run_snn(cfg, x, W_in, W_rec, detach_reset=False, threshold_gradient=tg)
+            (gi,) = torch.autograd.grad((rec.z * torch.linspace(0, 1, 60)[:, None]).sum(), [W_in])
+            res.append((rec.z.detach(), gi))
+        assert res[0][0].sum() > 50 and torch.equal(res[0][0], res[1][0])  # spikes, and the same ones
+        rel = float((res[0][1] - res[1][1]).norm() / res[0][1].norm())
+        assert (rel > 1e-2) if changes else (rel == 0.0), (cfg.n_rec, rel)
+
+
+def test_meta_train_keeps_its_best_weights(tmp_path):
+    """best_window=1: best.npz holds the weights after the iteration with the lowest loss (a fresh run
+    stopped there writes the same weights.npz); a resumed run keeps best and threshold_gradient."""
+    kw = dict(batch=2, checkpoint_every=1, seed=6, progress=False, best_window=1)
+    a = snn.meta_train(tmp_path / "a", 4, **kw)
+    loss = [h["loss"] for h in a["history"]]
+    k = int(np.argmin(loss))
+    assert a["best"]["iteration"] == k + 1 and a["best"]["window_loss"] == pytest.approx(loss[k])
+    snn.meta_train(tmp_path / "b", k + 1, **kw)
+    wa, wb = np.load(tmp_path / "a" / "best.npz"), np.load(tmp_path / "b" / "weights.npz")
+    for key in snn.PARAM_KEYS:
+        np.testing.assert_array_equal(wa[key], wb[key])
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert ck["config"]["threshold_gradient"] is False and ck["best"] == a["best"]
+    c = snn.meta_train(tmp_path / "a", 5, resume=True, threshold_gradient=True, **kw)
+    assert c["best"]["window_loss"] <= a["best"]["window_loss"]
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert ck["config"]["threshold_gradient"] is False  # a resumed run keeps its setting
+    with pytest.raises(ValueError, match="best_window"):
+        snn.meta_train(tmp_path / "d", 1, batch=1, best_window=0, progress=False)
+
+
 def test_firing_stats_tell_a_healthy_lsg_from_a_broken_one(reference_dir):
     """`pcmeta arm eval --rates`: the released LSG has (almost) no silent or saturated neurons; with its input
     weights flipped and scaled x-5 (its recurrent balance broken) many neurons go silent and many saturate."""

@@ -19,9 +19,12 @@ def test_cuda_graph_needs_cuda(tmp_path):
 
 
 @cuda
-def test_cuda_graph_meta_train_matches_eager(tmp_path):
-    """Same seed, same batches: the graph replay gives the eager loop's losses and weights."""
-    kw = dict(batch=8, checkpoint_every=2, seed=3, device="cuda", progress=False)
+@pytest.mark.parametrize("opts", [{}, {"voltage_reg": 1e-3, "threshold_gradient": True, "best_window": 2}],
+                         ids=["default", "vreg-thrgrad"])
+def test_cuda_graph_meta_train_matches_eager(tmp_path, opts):
+    """Same seed, same batches: the graph replay gives the eager loop's losses and weights (also with the
+    voltage regularisation's max-pool/where ops and the threshold gradient in the captured graph)."""
+    kw = dict(batch=8, checkpoint_every=2, seed=3, device="cuda", progress=False, **opts)
     a = snn.meta_train(tmp_path / "eager", 4, cuda_graph=False, **kw)
     b = snn.meta_train(tmp_path / "graph", 4, cuda_graph=True, **kw)
     assert b["cuda_graph"] and not a["cuda_graph"]
