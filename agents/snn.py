@@ -51,6 +51,7 @@ from pcmeta.tasks import trajectories as traj
 __all__ = [
     "SNNConfig", "LEARNER", "LSG", "ETA", "PARAM_KEYS", "SNNRecord", "spike_fn", "run_snn",
     "reference_step", "leaky_filter", "traces", "eprop_update", "load_weights", "default_weights_path",
+    "resolve_weights", "authors_weights_path", "SHIPPED_WEIGHTS",
     "episode_inputs", "one_shot_episode", "arm_losses", "meta_loss", "rate_regularization",
     "EpropLearner", "EpropAgent", "evaluate", "summarize", "round_to_grid", "AuthorsArmPCM", "init_params",
     "meta_train", "save_weights_npz", "load_checkpoint_params", "ArmPCMPreset", "ARM_PCM_PRESETS",
@@ -393,22 +394,43 @@ def eprop_update(
 # ---------------------------------------------------------------------------------------------------------
 # weights, inputs, the one-shot episode and its losses
 # ---------------------------------------------------------------------------------------------------------
-def default_weights_path() -> Path:
+#: pcmeta's own meta-trained arm weights, shipped as package data (agents/weights/arm_eprop.md says how made)
+SHIPPED_WEIGHTS: Path = Path(__file__).resolve().parent / "weights" / "arm_eprop.npz"
+
+
+def authors_weights_path() -> Path:
     """The authors' released weights: ../shared/reference/authors_arm_natural_eprop.npz beside the repo."""
     repo = Path(__file__).resolve().parents[1]
     return repo.parent / "shared" / "reference" / "authors_arm_natural_eprop.npz"
 
 
+def default_weights_path() -> Path:
+    """The weights used when none are named: pcmeta's own shipped :data:`SHIPPED_WEIGHTS`."""
+    return SHIPPED_WEIGHTS
+
+
+def resolve_weights(name: str | Path | None) -> Path:
+    """A weights argument as a path: None -> the shipped pcmeta weights; "pcmeta" -> the same; "authors" -> the
+    authors' released file (:func:`authors_weights_path`); anything else is a path to an .npz."""
+    if name is None or str(name) == "pcmeta":
+        return default_weights_path()
+    if str(name) == "authors":
+        return authors_weights_path()
+    return Path(name)
+
+
 def load_weights(path: str | Path | None = None, dtype=torch.float32, device=None) -> dict[str, torch.Tensor]:
     """Load a weight .npz in the released layout (:data:`PARAM_KEYS`, each (pre, post)) as tensors.
 
-    ``path=None`` loads :func:`default_weights_path`. Raises FileNotFoundError / ValueError with the
-    expected layout when the file is missing or a key or shape does not fit.
+    ``path``: a file, or a name of :func:`resolve_weights` (None / "pcmeta": the shipped weights, "authors": the
+    released ones). Raises FileNotFoundError / ValueError with the expected layout when the file is missing or
+    a key or shape does not fit.
     """
-    p = Path(path) if path is not None else default_weights_path()
+    p = resolve_weights(path)
     if not p.is_file():
         raise FileNotFoundError(
-            f"arm weights not found at {p}: pass --weights PATH.npz (keys {', '.join(PARAM_KEYS)})")
+            f"arm weights not found at {p}: pass --weights PATH.npz (keys {', '.join(PARAM_KEYS)}), 'pcmeta' (the "
+            f"shipped ones) or 'authors' (../shared/reference/authors_arm_natural_eprop.npz)")
     with np.load(p) as d:
         missing = [k for k in PARAM_KEYS if k not in d]
         if missing:

@@ -29,8 +29,8 @@ def register(groups) -> None:
         description="Demonstration trial -> LSG learning signals -> ONE e-prop update -> test trial, on N new "
                     "random targets; prints a table of MSE omega / MSE xyz (mean +- SEM) and loss.")
     p.add_argument("--weights", metavar="PATH.npz", default=None,
-                   help="weights in the released layout (default: the authors' ../shared/reference/"
-                        "authors_arm_natural_eprop.npz beside the repository)")
+                   help="weights in the released layout, or 'pcmeta' (default: pcmeta's own shipped weights) or "
+                        "'authors' (the released ../shared/reference/authors_arm_natural_eprop.npz)")
     p.add_argument("--checkpoint", metavar="PATH", default=None,
                    help="a checkpoint.pt of pcmeta arm train (instead of --weights)")
     p.add_argument("--tasks", type=int, default=100, help="number of new targets (default 100)")
@@ -75,7 +75,8 @@ def register(groups) -> None:
     t.add_argument("--decay-every", type=int, default=500)
     t.add_argument("--init", choices=["random", "weights"], default="random",
                    help="random (the authors' initial scales) or --weights (e.g. fine-tune the released ones)")
-    t.add_argument("--weights", metavar="PATH.npz", default=None, help="with --init weights")
+    t.add_argument("--weights", metavar="PATH.npz", default=None,
+                   help="with --init weights: a weights file, or 'pcmeta' (the shipped ones) or 'authors'")
     t.add_argument("--clean-code", action="store_true",
                    help="LSG input: the Gray code without wrap-around instead of the paper's code")
     t.add_argument("--checkpoint-every", type=int, default=25)
@@ -126,7 +127,7 @@ def register(groups) -> None:
                     "trial, executes both trials in pcmeta/ArmTrajectory-v0 (PyBullet) side by side, prints the "
                     "MSEs and writes the animation and a PNG plot.")
     d.add_argument("--weights", metavar="PATH.npz", default=None,
-                   help="weights in the released layout (default: the authors' released weights)")
+                   help="weights in the released layout, or 'pcmeta' (default: the shipped ones) or 'authors'")
     d.add_argument("--substrate", choices=["software", "pcm", "pcm-authors"], default="pcm")
     d.add_argument("--time", default="1min", help="pcm: simulated time between programming and the demonstration")
     _add_pcm_args(d)
@@ -144,7 +145,8 @@ def register(groups) -> None:
         "snn", help="wall time of one one-shot episode in torch and brian2, meta-training iterations/s",
         description="Times one one-shot episode (demonstration, LSG, update, test) in torch and in brian2 "
                     "(after code generation), and torch meta-training (forward + BPTT backward) at a batch.")
-    b.add_argument("--weights", metavar="PATH.npz", default=None)
+    b.add_argument("--weights", metavar="PATH.npz", default=None,
+                   help="weights in the released layout, or 'pcmeta' (default: the shipped ones) or 'authors'")
     b.add_argument("--episodes", type=int, default=5, help="episodes timed per engine (default 5)")
     b.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy")
     b.add_argument("--train-batch", type=int, default=90, help="meta-training batch (default 90)")
@@ -155,14 +157,18 @@ def register(groups) -> None:
     b.set_defaults(func=_bench_snn)
 
 
+#: the PCM deployment of ``arm eval|demo --substrate pcm`` without --pcm-preset
+DEFAULT_PCM_PRESET = "tuned"
+
+
 def _add_pcm_args(p) -> None:
     """The PCM deployment options shared by ``arm eval`` and ``arm demo`` (a preset plus overrides)."""
-    p.add_argument("--pcm-preset", choices=["authors", "tuned"], default="authors",
-                   help="pcm: deployment preset. authors (default, the reference): the authors' conventions "
-                        "(update rounded to the nearest 1/16, no drift compensation, w_max = 1 for every "
-                        "array, readout on PCM). tuned: stochastic (unbiased) rounding to the same 1/16 grid, "
-                        "per-array w_max (the readout on its own scale), global drift compensation and the "
-                        "update written in the compensated frame. The options below override the preset")
+    p.add_argument("--pcm-preset", choices=["authors", "tuned"], default=None,
+                   help="pcm: deployment preset. tuned (default): stochastic (unbiased) rounding to the 1/16 "
+                        "device grid, per-array w_max (the readout on its own scale), global drift compensation "
+                        "and the update written in the compensated frame. authors (the paper's reference): the "
+                        "authors' conventions (update rounded to the nearest 1/16, no drift compensation, w_max = 1 "
+                        "for every array, readout on PCM). The options below override the preset")
     p.add_argument("--digital-readout", action="store_true", default=None,
                    help="pcm: keep the fixed readout W_out digital")
     p.add_argument("--drift-compensation", choices=["none", "global", "per_column"], default=None,
@@ -187,6 +193,8 @@ def _pcm_setup(args):
 
     from pcmeta.agents import snn
 
+    if args.pcm_preset is None:
+        args.pcm_preset = DEFAULT_PCM_PRESET
     preset = snn.ARM_PCM_PRESETS[args.pcm_preset]
     w_max = None
     if args.w_max is not None:
@@ -244,7 +252,7 @@ def _arm_eval(args) -> int:
         digital_readout = preset.digital_readout
         pcm_cfg = preset.config()
     elif args.digital_readout or args.drift_compensation or args.update_rounding or args.update_grid \
-            or args.update_base or args.w_max or args.compensated_update is not None or args.pcm_preset != "authors":
+            or args.update_base or args.w_max or args.compensated_update is not None or args.pcm_preset is not None:
         raise ValueError("the PCM options (--pcm-preset, --digital-readout, --drift-compensation, --update-*, "
                          "--w-max, --compensated-update) need --substrate pcm")
     if args.substrate == "pcm-authors":
@@ -302,7 +310,7 @@ def _arm_eval(args) -> int:
            "pcm_config": asdict(pcm_cfg) if pcm_cfg is not None else None,
            "compensated_update": bool(pcm_cfg is not None and preset.compensated_update),
            "round_update": bool(args.round_update), "seed": args.seed,
-           "weights": str(args.checkpoint or args.weights or snn.default_weights_path()), "wall_s": wall,
+           "weights": str(args.checkpoint or snn.resolve_weights(args.weights)), "wall_s": wall,
            "firing": rates}
     if args.engine == "brian2":
         out["brian2_codegen_s"] = res.get("codegen_s")

@@ -225,6 +225,21 @@ def test_released_weights_reproduce_spec_table_500_targets(released):
     assert rnd["mse_xyz_after"].mean() == pytest.approx(0.0134, rel=0.25)
 
 
+def test_shipped_weights_learn_within_1p5x_of_the_released(released):
+    """Acceptance 3: pcmeta's own meta-trained weights (package data, the default of load_weights / arm eval)
+    reach a post-update loss within 1.5x of the released weights' on the same new targets."""
+    assert snn.default_weights_path() == snn.SHIPPED_WEIGHTS and snn.SHIPPED_WEIGHTS.is_file()
+    own = snn.load_weights()
+    assert not torch.equal(own["W_rec_lsg"], released["W_rec_lsg"])
+    by_name = snn.load_weights("authors")
+    assert all(torch.equal(by_name[k], released[k]) for k in snn.PARAM_KEYS)
+    targets = traj.sample_targets(200, rng=np.random.default_rng(11))
+    a, b = snn.evaluate(own, targets, batch_size=100), snn.evaluate(released, targets, batch_size=100)
+    assert a["loss_before"].mean() == pytest.approx(b["loss_before"].mean(), rel=0.1)  # same untrained start
+    assert a["loss_after"].mean() < 1.5 * b["loss_after"].mean(), (a["loss_after"].mean(), b["loss_after"].mean())
+    assert a["loss_after"].mean() < 0.1 * a["loss_before"].mean()  # one update: over 10x lower
+
+
 def test_per_task_weights_when_batch_equals_steps():
     """B == T must not confuse a whole-trial product with a per-step one."""
     cfg = snn.SNNConfig(n_in=2, n_rec=3, n_out=1, v_th=0.5)
