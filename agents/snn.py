@@ -631,8 +631,9 @@ def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, b
     """:func:`meta_loss` on tensors only: ``batch`` is :func:`target_tensors`' dict, ``clock`` (T, 5).
     Nothing here leaves the device, so one call plus ``backward()`` can be captured in a CUDA graph.
     ``detach_reset``: see :func:`run_snn` (False: the gradient also flows through the reset term, as in the
-    authors' TensorFlow code); ``threshold_gradient``: see :func:`run_snn`; ``trainee_noise``: see :func:`one_shot_episode`; ``voltage_reg``: factor of
-    :func:`voltage_regularization` of both networks (LSG and demonstration trial), added to the loss (0: off).
+    authors' TensorFlow code); ``threshold_gradient``: see :func:`run_snn`; ``trainee_noise``: see
+    :func:`one_shot_episode`; ``voltage_reg``: factor of :func:`voltage_regularization` of both networks (LSG
+    and demonstration trial), added to the loss (0: off).
     Returns (loss, figures as 0-d tensors, keys :data:`META_FIGURES`)."""
     ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta, detach_reset=detach_reset,
                           threshold_gradient=threshold_gradient, trainee_noise=trainee_noise,
@@ -1364,7 +1365,7 @@ def meta_train(
 
     ``threshold_gradient``: let the spike function's gradient reach the LSG's adaptive thresholds (see
     :func:`run_snn`); default False, as the authors' code (the path through the 600-ms adaptation variable
-    made the LSG's input/recurrent gradients ~8x larger at the states where earlier runs collapsed). A
+    made the gradient 4.6-9x larger at the checkpoints of three CPU runs that collapsed). A
     resumed run keeps its setting (runs from before the option: True).
 
     ``best_window``: every ``best_window`` iterations the mean task loss of the last ``best_window``
@@ -1463,10 +1464,10 @@ def meta_train(
 
     def track_best(it: int) -> None:
         flush()
-        recent = [h["loss"] for h in history if it - best_window <= h["iteration"] < it]
-        if len(recent) < best_window:
+        recent = history[-best_window:]  # history holds consecutive iterations; check the window is complete
+        if len(recent) < best_window or recent[0]["iteration"] != it - best_window:
             return
-        window = float(np.mean(recent))
+        window = float(np.mean([h["loss"] for h in recent]))
         if math.isfinite(window) and window < best.get("window_loss", math.inf):
             save_weights_npz(params, best_path)
             best.update(iteration=it, window_loss=window, window=best_window)

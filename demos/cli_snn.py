@@ -23,14 +23,17 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1.0)
 
 
+#: --weights of arm eval/demo and bench snn: a file or a name of snn.resolve_weights
+WEIGHTS_HELP = "weights in the released layout, or 'pcmeta' (default: the shipped ones) or 'authors'"
+
+
 def register(groups) -> None:
     p = groups["arm"].add_parser(
         "eval", help="one-shot learning of new arm targets with natural e-prop: MSEs before/after the update",
         description="Demonstration trial -> LSG learning signals -> ONE e-prop update -> test trial, on N new "
                     "random targets; prints a table of MSE omega / MSE xyz (mean +- SEM) and loss.")
     p.add_argument("--weights", metavar="PATH.npz", default=None,
-                   help="weights in the released layout, or 'pcmeta' (default: pcmeta's own shipped weights) or "
-                        "'authors' (the released ../shared/reference/authors_arm_natural_eprop.npz)")
+                   help=WEIGHTS_HELP + " (the released ../shared/reference/authors_arm_natural_eprop.npz)")
     p.add_argument("--checkpoint", metavar="PATH", default=None,
                    help="a checkpoint.pt of pcmeta arm train (instead of --weights)")
     p.add_argument("--tasks", type=int, default=100, help="number of new targets (default 100)")
@@ -127,7 +130,7 @@ def register(groups) -> None:
                     "trial, executes both trials in pcmeta/ArmTrajectory-v0 (PyBullet) side by side, prints the "
                     "MSEs and writes the animation and a PNG plot.")
     d.add_argument("--weights", metavar="PATH.npz", default=None,
-                   help="weights in the released layout, or 'pcmeta' (default: the shipped ones) or 'authors'")
+                   help=WEIGHTS_HELP)
     d.add_argument("--substrate", choices=["software", "pcm", "pcm-authors"], default="pcm")
     d.add_argument("--time", default="1min", help="pcm: simulated time between programming and the demonstration")
     _add_pcm_args(d)
@@ -146,7 +149,7 @@ def register(groups) -> None:
         description="Times one one-shot episode (demonstration, LSG, update, test) in torch and in brian2 "
                     "(after code generation), and torch meta-training (forward + BPTT backward) at a batch.")
     b.add_argument("--weights", metavar="PATH.npz", default=None,
-                   help="weights in the released layout, or 'pcmeta' (default: the shipped ones) or 'authors'")
+                   help=WEIGHTS_HELP)
     b.add_argument("--episodes", type=int, default=5, help="episodes timed per engine (default 5)")
     b.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy")
     b.add_argument("--train-batch", type=int, default=90, help="meta-training batch (default 90)")
