@@ -26,6 +26,7 @@ read value at G >= 0, which only matters for devices with G close to 0, whose co
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -33,6 +34,7 @@ import torch
 
 from .devices import DEVICES, drift_factor, read_noise_time_factor
 from .energy import ENERGY, estimate_cost
+from .rng import counter_normals, draw_key
 from .substrate import (ArrayLike, Substrate, SynapticArray, as_weight_tensor, check_bits, check_input,
                         check_update, stochastic_quantize, to_like)
 
@@ -41,6 +43,7 @@ _READ_NOISE = ("per_mvm", "per_time")
 _ROUNDING = ("stochastic", "nearest")
 _UPDATE_BASE = ("drifted", "target")
 _UPDATE_FRAME = ("device", "compensated")
+_NOISE_RNG = ("torch", "counter")
 
 
 @dataclass
@@ -81,6 +84,15 @@ class PCMConfig:
         output), calibrated with fixed inputs right after programming.
     n_calibration: number of fixed random +-1 calibration inputs used by drift compensation.
     seed: seed of every random draw of the substrate.
+    noise_rng: source of the per-MVM Gaussian noise (read noise and output noise). "torch": ``normal_``
+        from the substrate's Mersenne-Twister generator; "counter": a counter-based SplitMix64 stream with
+        one key per MVM drawn from that generator (:mod:`pcmeta.hardware.rng`; the same numbers eager or
+        compiled, on CPU or CUDA). ``None`` (default): "counter" if ``compile`` else "torch".
+    compile: run the MVM pipeline after the input scaling (DAC, analog MVM, noise, ADC, partial sums, output
+        scale) as one ``torch.compile`` graph, its elementwise work and the noise generation fused into a
+        few kernels (needs ``noise_rng="counter"``; a C++ compiler on CPU). Compiled and eager runs give the
+        same numbers; the first MVM of each new shape compiles (seconds; cached on disk by torch). If
+        compilation fails, a warning is given and the same pipeline runs eagerly.
     """
 
     device: str = "pcm"
@@ -106,6 +118,8 @@ class PCMConfig:
     drift_compensation: str = "none"
     n_calibration: int = 16
     seed: int = 0
+    noise_rng: str | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -159,6 +173,119 @@ class PCMConfig:
                            ("update_frame", _UPDATE_FRAME)):
             if getattr(self, f) not in allowed:
                 raise ValueError(f"{f} must be one of {allowed}, got {getattr(self, f)!r}")
+        if not isinstance(self.compile, (bool, np.bool_)):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}")
+        if self.noise_rng not in (None,) + _NOISE_RNG:
+            raise ValueError(f"noise_rng must be None or one of {_NOISE_RNG}, got {self.noise_rng!r}")
+        if self.compile and self.noise_rng == "torch":
+            raise ValueError("compile=True needs noise_rng='counter' (or None): torch's generator draws cannot "
+                             "be fused into the compiled MVM")
+
+    @property
+    def noise_source(self) -> str:
+        """The resolved ``noise_rng``: "counter" or "torch"."""
+        return self.noise_rng or ("counter" if self.compile else "torch")
+
+
+# ------------------------------------------------------------------------------------------ MVM core
+def _analog_core(x: torch.Tensor, G: torch.Tensor, var: torch.Tensor | None, noise: torch.Tensor | None,
+                 key: torch.Tensor | None, lv: float, dac: bool, on2: float, adc_max: float | None,
+                 out_unit: float, alpha: torch.Tensor | None):
+    """Per-sample abs-max input scaling, DAC, analog MVM per row tile, read + output noise, ADC, digital
+    partial sums and output scale.
+
+    x (B, in); G, var (n_rt, rows, out): conductances and read-noise
+    variances of the tiles in output units; noise: standard normals (B, n_rt, out) drawn by the caller, or
+    None to draw them from the counter-based stream ``key``; lv: DAC levels per sign; on2: output-noise
+    variance (output units); adc_max: the ADC's largest code (None = ideal ADC); out_unit: output units ->
+    weight units per unit of input scale; alpha: drift compensation ((1,) or (out,)) or None.
+    Returns (y (B, out) in weight units, number of clipped ADC outputs as a 0-d tensor or None, whether
+    every input was finite (0-d bool tensor; y is meaningless otherwise)).
+    A pure function of its arguments: eager and ``torch.compile`` runs agree.
+    """
+    compiling = torch.compiler.is_compiling()
+    n_rt, R = G.shape[0], G.shape[1]
+    B = x.shape[0]
+    scale = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
+    finite = torch.isfinite(scale).all()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    xq = x * (lv / scale)
+    if dac:
+        xq.round_()
+    pad = n_rt * R - x.shape[1]
+    if pad:
+        xq = torch.nn.functional.pad(xq, (0, pad))
+    if n_rt == 1:
+        y = (xq @ G[0]).unsqueeze(1)  # (B, 1, out)
+        v = ((xq * xq) @ var[0]).unsqueeze(1) if var is not None else None
+    else:
+        xt = xq.reshape(B, n_rt, R).transpose(0, 1)              # (n_rt, B, R)
+        y = torch.bmm(xt, G).transpose(0, 1)                      # (B, n_rt, out)
+        v = torch.bmm(xt * xt, var).transpose(0, 1) if var is not None else None
+    # read noise (exact per-MVM sampling in output space) and output noise, in output units
+    if v is not None or on2 > 0:
+        if noise is None:
+            noise = counter_normals(key, y.shape, y.dtype)
+        if v is None:
+            y = y + noise * math.sqrt(on2)
+        else:
+            if on2 > 0:
+                v.add_(on2)
+            y.addcmul_(noise, v.sqrt_())  # x^2, var >= 0: no clamp needed
+    sat = None
+    if adc_max is not None:
+        if compiling:  # one fused pass; no data-dependent branch in the graph
+            sat = (y.abs() > adc_max).sum()
+            y = torch.round(y.clamp(-adc_max, adc_max))
+        else:  # eager: clamp only when something is out of range (one read pass otherwise)
+            lo, hi = torch.aminmax(y)
+            if max(float(hi), -float(lo)) > adc_max:
+                yc = y.clamp(-adc_max, adc_max)
+                sat = torch.count_nonzero(yc != y)
+                y = yc
+            y = y.round_() if y.is_contiguous() else torch.round(y)
+    y = y.sum(dim=1) if y.shape[1] > 1 else y[:, 0]
+    factor = scale * out_unit  # (B, 1): output units -> weight units
+    if alpha is not None and alpha.numel() == 1:
+        factor = factor * alpha  # fold a global scale into (B, 1)
+        alpha = None
+    y = y.mul_(factor) if y.is_contiguous() else y * factor
+    if alpha is not None:
+        y = y.mul_(alpha)
+    return y, sat, finite
+
+
+_COMPILED: dict = {}
+
+
+def _compiled_core(*args):
+    """:func:`_analog_core` through ``torch.compile`` (built on first use); eager if compiling fails.
+
+    Each dtype, array layout (one or several row tiles) and set of effects (read noise, ADC, compensation)
+    is one specialisation of the compiled graph; batch-size changes share one dynamic-shape kernel. Past
+    torch's recompile limit (``torch._dynamo.config.recompile_limit``) new specialisations run eagerly.
+    """
+    if _COMPILED.get("broken"):
+        return _analog_core(*args)
+    fn = _COMPILED.get("fn")
+    if fn is None:
+        fn = _COMPILED["fn"] = torch.compile(_analog_core, dynamic=None, fullgraph=True)
+    try:
+        return fn(*args)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        if "recompile" in type(e).__name__.lower() or "recompile limit" in str(e).lower():
+            if not _COMPILED.get("limit_warned"):
+                _COMPILED["limit_warned"] = True
+                warnings.warn("PCMConfig(compile=True): torch.compile's recompile limit is reached; MVMs of further "
+                              "dtypes/layouts run eagerly (identical numbers, slower)", RuntimeWarning, stacklevel=3)
+            return _analog_core(*args)
+        # no C++ compiler, unsupported platform, ...: the same numbers eagerly
+        _COMPILED["broken"] = True
+        warnings.warn(f"PCMConfig(compile=True): torch.compile of the MVM failed ({type(e).__name__}: {first}); "
+                      "running the same pipeline eagerly (identical numbers, slower)", RuntimeWarning,
+                      stacklevel=3)
+        return _analog_core(*args)
 
 
 # ------------------------------------------------------------------------------------------------ array
@@ -304,71 +431,45 @@ class PCMArray(SynapticArray):
         return 2.0 * cfg.adc_bound * self._dac_levels() / float(2 ** cfg.adc_bits - 2)
 
     # ------------------------------------------------------------------------------------------ MVM
-    def _analog(self, x: torch.Tensor, count_saturation: bool = True, alpha: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def _analog(self, x: torch.Tensor, count_saturation: bool = True, alpha: torch.Tensor | None = None,
+                allow_compile: bool = True) -> torch.Tensor:
         """The chip's MVM for a 2-D input (batch, in): returns (batch, out) in weight units.
 
         Works in DAC-level units (inputs are integers in [-L, L] after scaling, L = 2^(dac_bits-1) - 1) so
         that the input scale, DAC step, ADC step and drift compensation fold into one final multiply.
-        ``alpha`` (drift compensation, (1,) or (out,)) is applied digitally after the ADC.
+        ``alpha`` (drift compensation, (1,) or (out,)) is applied digitally after the ADC. The pipeline after
+        the input scale is :func:`_analog_core` (compiled with ``PCMConfig.compile`` unless ``allow_compile``
+        is False: the few small float64 calibration MVMs run eagerly, with the same numbers).
         """
         sub: PCMSubstrate = self.substrate
         cfg = sub.config
         dtype, device = x.dtype, x.device
         G, var = self._typed(dtype, device)
-        n_rt, R = G.shape[0], G.shape[1]
-        B = x.shape[0]
-        # per-sample abs-max scaling and DAC
-        scale = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
-        if not bool(torch.isfinite(scale).all()):  # amax/amin propagate NaN and inf
-            raise ValueError(f"input to '{self.name}' contains NaN or inf; expected finite values")
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         lv = self._dac_levels()
         u = self._output_unit()  # G and var are cached in these units
-        xq = x * (lv / scale)
-        if cfg.dac_bits is not None:
-            xq.round_()
-        pad = n_rt * R - x.shape[1]
-        if pad:
-            xq = torch.nn.functional.pad(xq, (0, pad))
-        if n_rt == 1:
-            y = (xq @ G[0]).unsqueeze(1)  # (B, 1, out)
-            v = ((xq * xq) @ var[0]).unsqueeze(1) if var is not None else None
-        else:
-            xt = xq.reshape(B, n_rt, R).transpose(0, 1)              # (n_rt, B, R)
-            y = torch.bmm(xt, G).transpose(0, 1)                      # (B, n_rt, out)
-            v = torch.bmm(xt * xt, var).transpose(0, 1) if var is not None else None
-        # read noise (exact per-MVM sampling in output space) and output noise, in output units
         on2 = (cfg.out_noise * lv / u) ** 2
-        if v is not None or on2 > 0:
-            # y += std * N(0, 1): randn + addcmul_ (torch.normal(y, std) also checks std >= 0 with a full
-            # reduction, measured 1.25 ms against 0.9 ms here for 1024 x 256 outputs on one CPU thread)
-            noise = self._noise_buffer(y.shape, dtype).normal_(generator=sub.generator)
-            if noise.device != device:
-                noise = noise.to(device)
-            if v is None:
-                y.add_(noise, alpha=math.sqrt(on2))
+        noise = key = state = None
+        if var is not None or on2 > 0:
+            state = sub.generator.get_state()  # restored if the input is rejected
+            if cfg.noise_source == "counter":
+                key = draw_key(sub.generator).to(device)
             else:
-                if on2 > 0:
-                    v.add_(on2)
-                y.addcmul_(noise, v.sqrt_())  # x^2, var >= 0: no clamp needed
-        factor = scale * (self.w_max * u / lv)  # (B, 1): ADC steps -> weight units
-        if cfg.adc_bits is not None:
-            b = float(2 ** (cfg.adc_bits - 1) - 1)  # the ADC's largest code, in steps
-            lo, hi = torch.aminmax(y)
-            if max(float(hi), -float(lo)) > b:
-                yc = y.clamp(-b, b)
-                if count_saturation:
-                    self.adc_saturations += int(torch.count_nonzero(yc != y))
-                y = yc
-            y = y.round_() if y.is_contiguous() else torch.round(y)
-        y = y.sum(dim=1) if y.shape[1] > 1 else y[:, 0]
-        if alpha is not None and alpha.numel() == 1:
-            factor = factor * alpha.to(dtype=dtype, device=device)  # fold a global scale into (B, 1)
-            alpha = None
-        y = y.mul_(factor) if y.is_contiguous() else y * factor
-        if alpha is not None:
-            y = y.mul_(alpha.to(dtype=dtype, device=device))
+                # randn into a kept buffer + addcmul_ in the core (torch.normal(y, std) also checks std >= 0
+                # with a full reduction: 1.25 ms against 0.9 ms for 1024 x 256 outputs on one CPU thread)
+                shape = (x.shape[0], G.shape[0], G.shape[2])
+                noise = self._noise_buffer(torch.Size(shape), dtype).normal_(generator=sub.generator)
+                if noise.device != device:
+                    noise = noise.to(device)
+        adc_max = float(2 ** (cfg.adc_bits - 1) - 1) if cfg.adc_bits is not None else None
+        args = (x, G, var, noise, key, lv, cfg.dac_bits is not None, on2, adc_max, self.w_max * u / lv,
+                alpha.to(dtype=dtype, device=device) if alpha is not None else None)
+        y, sat, finite = _compiled_core(*args) if cfg.compile and allow_compile else _analog_core(*args)
+        if not bool(finite):  # amax/amin of the DAC scale propagate NaN and inf
+            if state is not None:
+                sub.generator.set_state(state)
+            raise ValueError(f"input to '{self.name}' contains NaN or inf; expected finite values")
+        if count_saturation and sat is not None:
+            self.adc_saturations += int(sat)
         return y
 
     def matmul(self, x: ArrayLike) -> ArrayLike:
@@ -397,7 +498,7 @@ class PCMArray(SynapticArray):
     def _calibration_outputs(self) -> torch.Tensor:
         """Uncompensated chip outputs (n_cal, out) for the fixed calibration inputs, at the current time."""
         self.calibration_mvms += self.substrate.config.n_calibration
-        return self._analog(self._calibration_inputs(), count_saturation=False)
+        return self._analog(self._calibration_inputs(), count_saturation=False, allow_compile=False)
 
     def _compensation_scale(self) -> torch.Tensor:
         y = self._calibration_outputs()
