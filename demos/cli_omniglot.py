@@ -8,6 +8,9 @@ from pathlib import Path
 PRESET_NAMES = ("paper-5w5s", "paper-5w1s", "classic-5w1s", "classic-20w1s")
 #: Weights shipped as package data; `pcmeta omniglot eval` uses them when no --checkpoint/--weights.
 DEFAULT_WEIGHTS = "paper_5w5s.npz"
+#: the default of ``omniglot eval --substrate pcm``: meta-trained through the 4-bit quantizer for the chip
+#: (the float weights lose most of their small conv weights to the 4-bit grid: ~46 % there at 1 min)
+DEFAULT_PCM_WEIGHTS = "paper_5w5s_4bit.npz"
 
 
 def register(groups) -> None:
@@ -51,7 +54,8 @@ def register(groups) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="PATH", help="a ckpt.pt written by `pcmeta omniglot train`")
     src.add_argument("--weights", metavar="PATH", help="weights .npz (the authors' released layout or ours) or the "
-                     f"name of a shipped file (e.g. classic_5w1s); default: the shipped {DEFAULT_WEIGHTS}")
+                     f"name of a shipped file (e.g. classic_5w1s); default: the shipped {DEFAULT_WEIGHTS} "
+                     f"({DEFAULT_PCM_WEIGHTS} with --substrate pcm)")
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--queries", type=int, default=5, help="query images per class")
@@ -184,7 +188,8 @@ def _load_model(args):
         ck = torch.load(path, map_location="cpu", weights_only=True)
         cfg = MAMLConfig.from_dict(ck["config"])
         return MAML(cfg, ck["params"], device=args.device), str(path)
-    path = Path(args.weights) if args.weights else WEIGHTS_DIR / DEFAULT_WEIGHTS
+    default = DEFAULT_PCM_WEIGHTS if getattr(args, "substrate", "software") == "pcm" else DEFAULT_WEIGHTS
+    path = Path(args.weights) if args.weights else WEIGHTS_DIR / default
     if args.weights and not path.exists() and path.name == args.weights:  # a shipped name, e.g. classic_5w1s
         shipped = WEIGHTS_DIR / (args.weights if args.weights.endswith(".npz") else args.weights + ".npz")
         if shipped.is_file():

@@ -86,6 +86,8 @@ def test_eval_cli_on_pcm_writes_json(tmp_path, omniglot_dir):
     res = json.loads(out.read_text())
     assert res["substrate"] == "pcm" and res["time_s"] == 3600.0 and res["tasks"] == 4
     assert 0.0 <= res["accuracy"] <= 1.0
+    # without --weights the chip gets the weights meta-trained for 4 bits, software the float ones
+    assert res["weights"].endswith("paper_5w5s_4bit.npz")
     assert main(["omniglot", "eval", "--substrate", "pcm", "--time", "soon", "--tasks", "2"]) == 2
 
 
