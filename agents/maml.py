@@ -52,6 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .batchnorm import batch_norm_train
+
 ARCHS = ("paper", "classic")
 ADAPT = ("head", "all")
 #: The weight matrices that live on a substrate, in forward order.
@@ -509,7 +511,8 @@ def _features_grouped(params: dict, x: torch.Tensor, cfg: MAMLConfig, transform:
 
     The T tasks are stacked along the channel axis, (n, T*C, H, W), so that per-task weights become
     one grouped convolution (groups=T) and per-task batch statistics are one native batch-norm over
-    T*C channels (its weight/bias carry the classic per-task scale/shift).
+    T*C channels (its weight/bias carry the classic per-task scale/shift; :func:`batch_norm_train` gives it a
+    closed-form double backward for the second-order meta-gradient).
     """
     T, n = x.shape[:2]
     h = x.transpose(0, 1).reshape(n, T * x.shape[2], *x.shape[-2:])
@@ -525,7 +528,7 @@ def _features_grouped(params: dict, x: torch.Tensor, cfg: MAMLConfig, transform:
             sc, sh = params[f"bn{i}_scale"], params[f"bn{i}_shift"]
             sc = sc.expand(T, sc.shape[-1]).reshape(-1)
             sh = sh.expand(T, sh.shape[-1]).reshape(-1)
-            h = torch.relu(F.batch_norm(z, None, None, sc, sh, training=True, eps=cfg.bn_eps))
+            h = torch.relu(batch_norm_train(z, sc, sh, cfg.bn_eps))
     f = _pool(h, cfg)  # (n, T*C)
     return f.reshape(n, T, -1).transpose(0, 1)
 
@@ -1020,41 +1023,50 @@ def bench_meta_iterations(cfg: MAMLConfig, iterations: int = 5, data_dir=None, s
     """Meta-iterations per second of the vectorised objective and of the per-task autograd loop.
 
     Both run the same tasks (a fixed list of ``iterations`` meta-batches, sampling included in the
-    timing), the same parameters and an Adam step; one untimed warm-up iteration each. The loop is
-    learn2learn's way: per task, adapt with ``autograd.grad`` (create_graph), native batch-norm, and
-    back-propagate the task's query loss right away.
-    Returns {"vectorised_it_s", "loop_it_s", "speedup"} (wall clock), the same per second of this
-    process's CPU time (``*_it_per_cpu_s``, ``speedup_cpu``: robust when other work shares the cores)
-    and "loss_diff" (mean loss of the two runs; they compute the same objective).
+    timing), the same parameters and an Adam step each, as two training runs advanced in turn (vectorised
+    iteration i, then loop iteration i), so that both see the same machine load; one untimed warm-up
+    iteration each. The loop is learn2learn's way: per task, adapt with ``autograd.grad`` (create_graph),
+    native batch-norm, and back-propagate the task's query loss right away.
+    Returns {"vectorised_it_s", "loop_it_s", "speedup"} from the median wall time per iteration, the same
+    from the median of this process's CPU time per iteration (``*_it_per_cpu_s``, ``speedup_cpu``: robust
+    when other work shares the cores) and "loss_diff" (mean loss of the two runs; they compute the same
+    objective).
     """
     from pcmeta.tasks.omniglot import TaskSampler, class_pool
 
     pool = class_pool(cfg.split, "train", data_dir)
 
-    def run(loop: bool) -> tuple[float, float]:
+    def make():
         sampler = TaskSampler(pool, cfg.n_way, cfg.k_shot, cfg.n_query, np.random.default_rng(seed))
         model = MAML(cfg, seed=seed, device=device)
-        opt = torch.optim.Adam(list(model.params.values()), lr=cfg.meta_lr)
-        losses = []
-        t0 = c0 = 0.0
-        for i in range(iterations + 1):
-            if i == 1:
-                t0, c0 = time.perf_counter(), time.process_time()
-            sx, sy, qx, qy = sampler.sample(cfg.meta_batch).torch(model.device)
-            opt.zero_grad(set_to_none=True)
-            if loop:
-                loss, _ = meta_loss_loop(model.params, sx, sy, qx, qy, cfg, transform=model.transform,
-                                         backward=True, native_bn=True)
-            else:
-                loss, _ = model.meta_loss(sx, sy, qx, qy)
-                loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        return iterations / wall, iterations / cpu, float(np.mean(losses))
+        return sampler, model, torch.optim.Adam(list(model.params.values()), lr=cfg.meta_lr)
 
-    vec, vec_cpu, lv = run(False)
-    loop, loop_cpu, ll = run(True)
+    runs = {"vec": make(), "loop": make()}
+    times = {k: {"wall": [], "cpu": [], "loss": []} for k in runs}
+
+    def step(kind: str, timed: bool) -> None:
+        sampler, model, opt = runs[kind]
+        t0, c0 = time.perf_counter(), time.process_time()
+        sx, sy, qx, qy = sampler.sample(cfg.meta_batch).torch(model.device)
+        opt.zero_grad(set_to_none=True)
+        if kind == "loop":
+            loss, _ = meta_loss_loop(model.params, sx, sy, qx, qy, cfg, transform=model.transform,
+                                     backward=True, native_bn=True)
+        else:
+            loss, _ = model.meta_loss(sx, sy, qx, qy)
+            loss.backward()
+        opt.step()
+        if timed:
+            times[kind]["wall"].append(time.perf_counter() - t0)
+            times[kind]["cpu"].append(time.process_time() - c0)
+        times[kind]["loss"].append(float(loss.detach()))
+
+    for i in range(iterations + 1):
+        for kind in runs:
+            step(kind, timed=i > 0)
+    med = {k: {m: float(np.median(v[m])) for m in ("wall", "cpu")} for k, v in times.items()}
+    vec, loop = 1 / med["vec"]["wall"], 1 / med["loop"]["wall"]
+    vec_cpu, loop_cpu = 1 / med["vec"]["cpu"], 1 / med["loop"]["cpu"]
     return {"vectorised_it_s": vec, "loop_it_s": loop, "speedup": vec / loop,
             "vectorised_it_per_cpu_s": vec_cpu, "loop_it_per_cpu_s": loop_cpu, "speedup_cpu": vec_cpu / loop_cpu,
-            "loss_diff": abs(lv - ll)}
+            "loss_diff": abs(float(np.mean(times["vec"]["loss"])) - float(np.mean(times["loop"]["loss"])))}
