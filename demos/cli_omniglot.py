@@ -285,6 +285,8 @@ def _bench(args) -> int:
     if args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
     results = {}
+    print(f"torch CPU threads: {torch.get_num_threads()} (--threads); the two implementations run in turn, "
+          f"{args.iterations} timed iterations each (medians)")
     print(f"{'preset':<14} {'meta-batch':>10} {'steps':>5} {'order':>6} {'pcmeta it/s':>12} {'loop it/s':>10} "
           f"{'speedup':>8} {'speedup (CPU time)':>19}")
     for name, cfg in zip(names, cfgs):
