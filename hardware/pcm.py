@@ -88,8 +88,8 @@ class PCMConfig:
         from the substrate's Mersenne-Twister generator; "counter": a counter-based SplitMix64 stream with
         one key per MVM drawn from that generator (:mod:`pcmeta.hardware.rng`; the same numbers eager or
         compiled, on CPU or CUDA). ``None`` (default): "counter" if ``compile`` else "torch".
-    compile: run the MVM pipeline after the input scaling (DAC, analog MVM, noise, ADC, partial sums, output
-        scale) as one ``torch.compile`` graph, its elementwise work and the noise generation fused into a
+    compile: run the MVM pipeline (input scaling, DAC, analog MVM, noise, ADC, partial sums, output scale) as
+        one ``torch.compile`` graph, its elementwise work and the noise generation fused into a
         few kernels (needs ``noise_rng="counter"``; a C++ compiler on CPU). Compiled and eager runs give the
         same numbers; the first MVM of each new shape compiles (seconds; cached on disk by torch). If
         compilation fails, a warning is given and the same pipeline runs eagerly.
@@ -437,9 +437,9 @@ class PCMArray(SynapticArray):
 
         Works in DAC-level units (inputs are integers in [-L, L] after scaling, L = 2^(dac_bits-1) - 1) so
         that the input scale, DAC step, ADC step and drift compensation fold into one final multiply.
-        ``alpha`` (drift compensation, (1,) or (out,)) is applied digitally after the ADC. The pipeline after
-        the input scale is :func:`_analog_core` (compiled with ``PCMConfig.compile`` unless ``allow_compile``
-        is False: the few small float64 calibration MVMs run eagerly, with the same numbers).
+        ``alpha`` (drift compensation, (1,) or (out,)) is applied digitally after the ADC. The pipeline is
+        :func:`_analog_core` (compiled with ``PCMConfig.compile`` unless ``allow_compile`` is False: the few
+        small float64 calibration MVMs run eagerly, with the same numbers); this method draws its noise.
         """
         sub: PCMSubstrate = self.substrate
         cfg = sub.config
