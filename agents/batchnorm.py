@@ -57,9 +57,6 @@ class _BatchNormBackward(Function):
         dims = (0,) + tuple(range(2, x.dim()))
         m = x.numel() // x.shape[1]
         C = lambda v: _channel(v, x)  # noqa: E731
-        qx = torch.zeros_like(x) if qx is None else qx
-        qw = torch.zeros_like(w) if qw is None else qw
-        qb = torch.zeros_like(w) if qb is None else qb
         xh = (x - C(mean)) * C(r)
         wr = w * r
         gbar = g.sum(dims) / m

@@ -273,7 +273,6 @@ def _compiled_core(*args):
     try:
         return fn(*args)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
         if "recompile" in type(e).__name__.lower() or "recompile limit" in str(e).lower():
             if not _COMPILED.get("limit_warned"):
                 _COMPILED["limit_warned"] = True
@@ -282,6 +281,7 @@ def _compiled_core(*args):
             return _analog_core(*args)
         # no C++ compiler, unsupported platform, ...: the same numbers eagerly
         _COMPILED["broken"] = True
+        first = (str(e).strip().splitlines() or [""])[0][:200]
         warnings.warn(f"PCMConfig(compile=True): torch.compile of the MVM failed ({type(e).__name__}: {first}); "
                       "running the same pipeline eagerly (identical numbers, slower)", RuntimeWarning,
                       stacklevel=3)
