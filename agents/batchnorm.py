@@ -3,24 +3,52 @@
 ``F.batch_norm(training=True)`` has fused native kernels for the forward and the backward pass, but its
 double backward (needed when MAML differentiates through the inner-loop gradient) is a generic composition of
 some thirty elementwise ops over the activations. :func:`batch_norm_train` keeps the native forward and
-backward and supplies the double backward in closed form: one set of per-channel sums and two elementwise
-outputs. Measured on the classic-5w1s grouped inner loop: see ``pcmeta bench maml`` and the README.
+backward and supplies the double backward in closed form, mostly as two more calls of the native backward
+kernel. Channels-last 4-D inputs are normalised as the (N*H*W, C) matrix they are in memory (the native
+kernels are slow on channels-last 4-D tensors), and their outputs and gradients stay channels-last.
 
 Math, per channel with m elements: ``xh = (x - mean) r``, ``r = (var + eps)^-1/2``, ``y = w xh + b``.
 Backward for an output gradient g: ``gb = sum g``, ``gw = sum g xh``, ``gx = w r P(g)`` with the projection
 ``P(v) = v - mean(v) - xh mean(v xh)`` (symmetric; it is also the adjoint of ``x -> xh`` up to the factor r).
-Double backward for incoming (qx, qw, qb) on (gx, gw, gb), with ``h = P(g)`` and ``c = mean(g xh)``:
+The native backward kernel computes ``(s r P(v), sum(v xh), sum(v))`` for any per-channel scale s.
+Double backward for incoming (qx, qw, qb) on (gx, gw, gb), with ``c = mean(g xh)``, ``gbar = mean(g)``,
+``qbar = mean(qx)``, ``qc = mean(qx xh)`` and ``s = sum(qx P(g)) = sum(qx g) - m (gbar qbar + c qc)``:
 
 - d/dg = w r P(qx) + qw xh + qb
-- d/dw = r sum(qx h)
-- d/dx = r P(a g + e qx) - (w r^2 / m) xh sum(qx h), with a = qw - w r mean(qx xh), e = -w r c
+- d/dw = r s
+- d/dx = r P(a g + e qx) - (w r^2 s / m) xh, with a = qw - w r qc, e = -w r c
 
-(checked against finite differences by ``torch.autograd.gradgradcheck`` in tests/test_maml.py).
+(checked against finite differences by ``torch.autograd.gradgradcheck`` and against the native op's own
+second derivatives in tests/test_maml.py).
 """
 from __future__ import annotations
 
 import torch
 from torch.autograd import Function
+
+_bn = torch.ops.aten.native_batch_norm
+_bn_backward = torch.ops.aten.native_batch_norm_backward
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-D tensor stored channels-last (and not also plainly contiguous)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _native(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """t in the layout the native kernels run fast on for x's layout: a channels-last (N, C, H, W) tensor as its
+    (N*H*W, C) memory, anything else as a contiguous tensor."""
+    if _channels_last(x):
+        return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    return t.contiguous()
+
+
+def _back(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_native` for a result t of the native kernels: x's shape (and layout)."""
+    if _channels_last(x):
+        N, C, H, W = x.shape
+        return t.view(N, H, W, C).permute(0, 3, 1, 2)
+    return t
 
 
 def _channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -31,51 +59,53 @@ def _channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class _BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        y, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+        y, mean, invstd = _bn(_native(x, x), weight, bias, None, None, True, 0.0, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
-        return y
+        return _back(x, y)
 
     @staticmethod
     def backward(ctx, g):
         x, weight, mean, invstd = ctx.saved_tensors
-        gx, gw, gb = _BatchNormBackward.apply(g.contiguous(), x, weight, mean, invstd, ctx.eps)
+        gx, gw, gb = _BatchNormBackward.apply(g, x, weight, mean, invstd, ctx.eps)
         return gx, gw, gb, None
 
 
 class _BatchNormBackward(Function):
     @staticmethod
     def forward(ctx, g, x, weight, mean, invstd, eps):
-        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(g, x, weight, None, None, mean, invstd, True, eps,
-                                                               [True, True, True])
-        ctx.save_for_backward(g, x, weight, mean, invstd)
-        return gx, gw, gb
+        gx, gw, gb = _bn_backward(_native(x, g), _native(x, x), weight, None, None, mean, invstd, True, eps,
+                                  [True, True, True])
+        ctx.save_for_backward(g, x, weight, mean, invstd, gw, gb)
+        ctx.eps = eps
+        return _back(x, gx), gw, gb
 
     @staticmethod
     def backward(ctx, qx, qw, qb):
-        g, x, w, mean, r = ctx.saved_tensors
-        dims = (0,) + tuple(range(2, x.dim()))
+        g, x, w, mean, r, sum_gxh, sum_g = ctx.saved_tensors
+        eps = ctx.eps
         m = x.numel() // x.shape[1]
-        C = lambda v: _channel(v, x)  # noqa: E731
-        xh = (x - C(mean)) * C(r)
+        xn, gn, qn = _native(x, x), _native(x, g), _native(x, qx)
+        C = lambda v: _channel(v, xn)  # noqa: E731  (per-channel vectors over the native layout)
         wr = w * r
-        gbar = g.sum(dims) / m
-        c = (g * xh).sum(dims) / m
-        qbar = qx.sum(dims) / m
-        qc = (qx * xh).sum(dims) / m
-        s_qh = (qx * g).sum(dims) - m * (gbar * qbar + c * qc)  # sum(qx P(g))
-        dg = C(wr) * (qx - C(qbar) - xh * C(qc)) + xh * C(qw) + C(qb)
-        dw = r * s_qh
-        a = qw - wr * qc
-        e = -wr * c
-        mv = a * gbar + e * qbar   # mean(a g + e qx)
-        mvx = a * c + e * qc       # mean((a g + e qx) xh)
-        dx = C(r) * (C(a) * g + C(e) * qx - C(mv)) - xh * C(r * mvx + wr * r * s_qh / m)
-        return dg, dx, dw, None, None, None
+        # w r P(qx), sum(qx xh), sum(qx): one native backward call
+        dg, sum_qxh, sum_q = _bn_backward(qn, xn, w, None, None, mean, r, True, eps, [True, True, True])
+        qbar, qc, gbar, c = sum_q / m, sum_qxh / m, sum_g / m, sum_gxh / m
+        s = (qn * gn).sum(tuple(i for i in range(qn.dim()) if i != 1)) - m * (gbar * qbar + c * qc)
+        # d/dg = w r P(qx) + qw (x - mean) r + qb
+        rqw = r * qw
+        dg = dg.addcmul_(xn, C(rqw)).add_(C(qb - mean * rqw))
+        # d/dx = r P(a g + e qx) - k (x - mean) r, k = w r^2 s / m
+        a, e = qw - wr * qc, -wr * c
+        v = torch.addcmul(gn * C(a), qn, C(e))
+        dx = _bn_backward(v, xn, torch.ones_like(w), None, None, mean, r, True, eps, [True, False, False])[0]
+        k = wr * r * s / m
+        dx = dx.addcmul_(xn, C(-k * r)).add_(C(k * r * mean))
+        return _back(x, dg), _back(x, dx), r * s, None, None, None
 
 
 def batch_norm_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """``F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)`` (batch statistics, biased variance,
     no running statistics) for x (N, C, ...), with a closed-form double backward. Twice differentiable (the
-    double backward itself is not differentiated again)."""
+    double backward itself is not differentiated again). A channels-last 4-D x gives a channels-last output."""
     return _BatchNorm.apply(x, weight, bias, eps)

@@ -66,14 +66,65 @@ def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset
         assert max((a - b).abs().max().item() for a, b in zip(g1, gfo)) > 1e-6
 
 
-@pytest.mark.parametrize("shape", [(3, 4, 5, 5), (7, 3)])
-def test_closed_form_batch_norm_double_backward(shape):
+def test_grouped_meta_gradient_with_a_weight_transform_equals_loop(omniglot_dir):
+    """The grouped path with a substrate transform (weights stay im2col matrices, transformed per pass) gives
+    the per-task loop's second-order meta-gradient (float64, 1e-5)."""
+    cfg = M.preset("classic-5w1s", channels=8, inner_steps=2)
+    pool = class_pool(cfg.split, "train", omniglot_dir)
+    sx, sy, qx, qy = TaskSampler(pool, cfg.n_way, cfg.k_shot, 2, seed=1).sample(3).torch(dtype=torch.float64)
+    p = M.init_params(cfg, 0, torch.float64)
+    tf = lambda W: W * 0.9 + 0.3 * W ** 2  # noqa: E731  (a differentiable elementwise stand-in)
+    _, _, g1 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg, transform=tf), p)
+    _, _, g2 = _grads(lambda P: M.meta_loss_loop(P, sx, sy, qx, qy, cfg, transform=tf), p)
+    _, _, g0 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg), p)
+    for k, a, b, c in zip(p, g1, g2, g0):
+        assert torch.linalg.norm(a - b) <= 1e-5 * torch.linalg.norm(b) + 1e-12, k
+    assert max((a - c).abs().max().item() for a, c in zip(g1, g0)) > 1e-4  # the transform is really applied
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("groups,x_grad", [(1, True), (3, True), (3, False)])
+def test_grouped_conv_double_backward(groups, x_grad, channels_last):
+    """conv2d_grouped: gradcheck/gradgradcheck, and F.conv2d's own first and second derivatives (float64),
+    in NCHW and channels-last; outputs and input gradients keep the input's memory format."""
+    from pcmeta.agents.conv import conv2d_grouped
+
+    g = torch.Generator().manual_seed(0)
+    cl = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 2 * groups, 7, 7, generator=g, dtype=torch.float64).contiguous(memory_format=cl)
+    w = torch.randn(4 * groups, 2, 3, 3, generator=g, dtype=torch.float64).contiguous(memory_format=cl)
+    x.requires_grad_(x_grad)
+    w.requires_grad_()
+    f = lambda x, w: conv2d_grouped(x, w, stride=2, padding=1, groups=groups)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w))
+    assert torch.autograd.gradgradcheck(f, (x, w))
+    inputs = [w, x] if x_grad else [w]
+
+    def second(fn):
+        z = fn(x, w)
+        gs = torch.autograd.grad((z.tanh() ** 2).sum(), inputs, create_graph=True)
+        return (z,) + gs + torch.autograd.grad(sum((v * v.sin()).sum() for v in gs), inputs)
+
+    got = second(f)
+    want = second(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=groups))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert got[0].is_contiguous(memory_format=cl)
+    if x_grad:
+        assert got[2].is_contiguous(memory_format=cl)
+
+
+@pytest.mark.parametrize("shape,channels_last", [((3, 4, 5, 5), False), ((3, 4, 5, 5), True), ((7, 3), False)])
+def test_closed_form_batch_norm_double_backward(shape, channels_last):
     """batch_norm_train: the native forward/backward and a hand-written double backward; finite differences
-    (gradgradcheck) and the native op's own double backward agree."""
+    (gradgradcheck) and the native op's own double backward agree; channels-last stays channels-last."""
     from pcmeta.agents.batchnorm import batch_norm_train
 
     g = torch.Generator().manual_seed(0)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_()
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     w = torch.randn(shape[1], generator=g, dtype=torch.float64).requires_grad_()
     b = torch.randn(shape[1], generator=g, dtype=torch.float64).requires_grad_()
     f = lambda x, w, b: batch_norm_train(x, w, b, 1e-3)  # noqa: E731
@@ -87,8 +138,12 @@ def test_closed_form_batch_norm_double_backward(shape):
         return (gx, gw, gb) + torch.autograd.grad((gx**2).sum() + (gw**3).sum() + (gb * w).sum(), (x, w, b))
 
     native = second(lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True, eps=1e-3))
-    for got, want in zip(second(f), native):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    got = second(f)
+    for a, b_ in zip(got, native):
+        torch.testing.assert_close(a, b_, rtol=1e-9, atol=1e-9)
+    if channels_last:
+        assert f(x, w, b).is_contiguous(memory_format=torch.channels_last)
+        assert got[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_fused_task_batch_norm_equals_formula():
