@@ -4,8 +4,7 @@
 double backward (needed when MAML differentiates through the inner-loop gradient) is a generic composition of
 some thirty elementwise ops over the activations. :func:`batch_norm_train` keeps the native forward and
 backward and supplies the double backward in closed form, mostly as two more calls of the native backward
-kernel. Channels-last 4-D inputs are normalised as the (N*H*W, C) matrix they are in memory (the native
-kernels are slow on channels-last 4-D tensors), and their outputs and gradients stay channels-last.
+kernel. Channels-last inputs give channels-last outputs and gradients.
 
 Math, per channel with m elements: ``xh = (x - mean) r``, ``r = (var + eps)^-1/2``, ``y = w xh + b``.
 Backward for an output gradient g: ``gb = sum g``, ``gw = sum g xh``, ``gx = w r P(g)`` with the projection
@@ -35,20 +34,17 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _native(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """t in the layout the native kernels run fast on for x's layout: a channels-last (N, C, H, W) tensor as its
-    (N*H*W, C) memory, anything else as a contiguous tensor."""
-    if _channels_last(x):
-        return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-    return t.contiguous()
+def _like(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """t contiguous in x's memory format (channels-last or plain): the native kernels are fast on both."""
+    return t.contiguous(memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
 
 
-def _back(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_native` for a result t of the native kernels: x's shape (and layout)."""
-    if _channels_last(x):
-        N, C, H, W = x.shape
-        return t.view(N, H, W, C).permute(0, 3, 1, 2)
-    return t
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    """Per-channel sum of t (N, C, ...) over every other axis (a channels-last 4-D t is summed as its
+    (N*H*W, C) memory)."""
+    if _channels_last(t):
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).sum(0)
+    return t.sum(tuple(i for i in range(t.dim()) if i != 1))
 
 
 def _channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -59,10 +55,10 @@ def _channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class _BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        y, mean, invstd = _bn(_native(x, x), weight, bias, None, None, True, 0.0, eps)
+        y, mean, invstd = _bn(x, weight, bias, None, None, True, 0.0, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
-        return _back(x, y)
+        return y
 
     @staticmethod
     def backward(ctx, g):
@@ -74,34 +70,34 @@ class _BatchNorm(Function):
 class _BatchNormBackward(Function):
     @staticmethod
     def forward(ctx, g, x, weight, mean, invstd, eps):
-        gx, gw, gb = _bn_backward(_native(x, g), _native(x, x), weight, None, None, mean, invstd, True, eps,
-                                  [True, True, True])
+        g = _like(x, g)
+        gx, gw, gb = _bn_backward(g, x, weight, None, None, mean, invstd, True, eps, [True, True, True])
         ctx.save_for_backward(g, x, weight, mean, invstd, gw, gb)
         ctx.eps = eps
-        return _back(x, gx), gw, gb
+        return gx, gw, gb
 
     @staticmethod
     def backward(ctx, qx, qw, qb):
         g, x, w, mean, r, sum_gxh, sum_g = ctx.saved_tensors
         eps = ctx.eps
         m = x.numel() // x.shape[1]
-        xn, gn, qn = _native(x, x), _native(x, g), _native(x, qx)
-        C = lambda v: _channel(v, xn)  # noqa: E731  (per-channel vectors over the native layout)
+        qx = _like(x, qx)
+        C = lambda v: _channel(v, x)  # noqa: E731
         wr = w * r
         # w r P(qx), sum(qx xh), sum(qx): one native backward call
-        dg, sum_qxh, sum_q = _bn_backward(qn, xn, w, None, None, mean, r, True, eps, [True, True, True])
+        dg, sum_qxh, sum_q = _bn_backward(qx, x, w, None, None, mean, r, True, eps, [True, True, True])
         qbar, qc, gbar, c = sum_q / m, sum_qxh / m, sum_g / m, sum_gxh / m
-        s = (qn * gn).sum(tuple(i for i in range(qn.dim()) if i != 1)) - m * (gbar * qbar + c * qc)
+        s = _channel_sum(qx * g) - m * (gbar * qbar + c * qc)
         # d/dg = w r P(qx) + qw (x - mean) r + qb
         rqw = r * qw
-        dg = dg.addcmul_(xn, C(rqw)).add_(C(qb - mean * rqw))
+        dg = dg.addcmul_(x, C(rqw)).add_(C(qb - mean * rqw))
         # d/dx = r P(a g + e qx) - k (x - mean) r, k = w r^2 s / m
         a, e = qw - wr * qc, -wr * c
-        v = torch.addcmul(gn * C(a), qn, C(e))
-        dx = _bn_backward(v, xn, torch.ones_like(w), None, None, mean, r, True, eps, [True, False, False])[0]
+        v = torch.addcmul(g * C(a), qx, C(e))
+        dx = _bn_backward(v, x, torch.ones_like(w), None, None, mean, r, True, eps, [True, False, False])[0]
         k = wr * r * s / m
-        dx = dx.addcmul_(xn, C(-k * r)).add_(C(k * r * mean))
-        return _back(x, dg), _back(x, dx), r * s, None, None, None
+        dx = dx.addcmul_(x, C(-k * r)).add_(C(k * r * mean))
+        return dg, dx, r * s, None, None, None
 
 
 def batch_norm_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
