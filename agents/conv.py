@@ -22,15 +22,15 @@ from __future__ import annotations
 import torch
 from torch.autograd import Function
 
+from .batchnorm import _channels_last
+
 _conv = torch.ops.aten.convolution
 _conv_backward = torch.ops.aten.convolution_backward
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     """x's memory format (channels-last or contiguous), for gradients to match it."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+    return torch.channels_last if _channels_last(x) else torch.contiguous_format
 
 
 class _Conv(Function):
@@ -64,8 +64,7 @@ class _ConvBackward(Function):
         gz, x, w = ctx.saved_tensors
         stride, padding, groups = ctx.geom
         args = (stride, padding, [1, 1], False, [0, 0], groups)
-        need_gz, need_x, _, _, _ = ctx.needs_input_grad
-        need_w = ctx.needs_input_grad[2]
+        need_gz, need_x, need_w = ctx.needs_input_grad[:3]
         d_gz = d_x = d_w = None
         if need_gz:
             if qw is not None:
