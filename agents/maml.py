@@ -31,7 +31,8 @@ vectorised; Adam outer loop on the query cross-entropy after adaptation. For ``a
 inner loop is closed-form on batched features (the readout gradient of the cross-entropy is
 f^T (softmax(f W) - Y) / n), which autograd differentiates exactly (second order); for ``"all"`` the
 tasks are stacked along the channel axis with per-task parameter copies, so that a batch of tasks is
-one grouped convolution and one native batch-norm (``vectorise="grouped"``, the default), or the
+one grouped convolution and one native batch-norm (``vectorise="grouped"``, the default; channels-last, with
+the direct double backwards of :mod:`pcmeta.agents.conv` and :mod:`pcmeta.agents.batchnorm`), or the
 inner loop is :func:`torch.func.grad` under :func:`torch.func.vmap` (``vectorise="vmap"``, with the
 written-out batch-norm: native batch-norm under vmap gave meta-gradients 4 % off a loop in torch 2.13).
 :func:`meta_loss_loop` is the plain per-task autograd loop (as learn2learn does it) used to check
