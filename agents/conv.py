@@ -43,6 +43,9 @@ class _Conv(Function):
     @staticmethod
     def backward(ctx, gz):
         x, w = ctx.saved_tensors
+        # gradients in the input's memory format; converted here, outside the Function, so that the conversion
+        # stays on the graph (higher derivatives)
+        gz = gz.contiguous(memory_format=_memory_format(x))
         gx, gw = _ConvBackward.apply(gz, x, w, ctx.geom, ctx.needs_input_grad[0])
         return gx, gw, None, None, None
 
@@ -52,7 +55,6 @@ class _ConvBackward(Function):
     def forward(ctx, gz, x, w, geom, input_grad):
         ctx.set_materialize_grads(False)
         stride, padding, groups = geom
-        gz = gz.contiguous(memory_format=_memory_format(x))
         gx, gw, _ = _conv_backward(gz, x, w, None, stride, padding, [1, 1], False, [0, 0], groups,
                                    [input_grad, True, False])
         ctx.save_for_backward(gz, x, w)

@@ -82,6 +82,58 @@ def test_grouped_meta_gradient_with_a_weight_transform_equals_loop(omniglot_dir)
     assert max((a - c).abs().max().item() for a, c in zip(g1, g0)) > 1e-4  # the transform is really applied
 
 
+@pytest.mark.parametrize("name,overrides,tasks", [
+    ("classic-5w1s", {}, 16), ("paper-5w5s", dict(adapt="all", channels=32, inner_steps=2), 4)])
+def test_grouped_meta_gradient_is_accurate_in_float32(omniglot_dir, name, overrides, tasks):
+    """float32 meta-gradients of the grouped path are within 1e-4 (relative, per parameter) of float64, as the
+    per-task loop's are (~1e-6 / 1e-5). torch's channels-last batch-norm statistics alone gave 1e-2 / 0.2 here."""
+    cfg = M.preset(name, **overrides)
+    pool = class_pool(cfg.split, "train", omniglot_dir)
+    data = TaskSampler(pool, cfg.n_way, cfg.k_shot, cfg.n_query, seed=0).sample(tasks).torch(dtype=torch.float64)
+    p = M.init_params(cfg, 0, torch.float64)
+    g = torch.Generator().manual_seed(1)
+    p = {k: v + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p.items()}
+    l64, _, g64 = _grads(lambda P: M.meta_loss(P, *data, cfg), p)
+    data32 = [t.float() if t.is_floating_point() else t for t in data]
+    l32, _, g32 = _grads(lambda P: M.meta_loss(P, *data32, cfg), {k: v.float() for k, v in p.items()})
+    assert l32.item() == pytest.approx(l64.item(), rel=1e-5)
+    for k, a, b in zip(p, g32, g64):
+        assert torch.linalg.norm(a.double() - b) <= 1e-4 * torch.linalg.norm(b), k
+
+
+def test_grouped_conv_third_derivative_and_batch_norm_limits():
+    """conv2d_grouped stays differentiable beyond second order (equal to F.conv2d, also when the incoming gradient
+    has another memory format than the input); batch_norm_train's double backward refuses to be differentiated
+    (its closed form treats the statistics as constants) and one value per channel is refused as F.batch_norm does."""
+    from pcmeta.agents.batchnorm import batch_norm_train
+    from pcmeta.agents.conv import conv2d_grouped
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 4, 7, 7, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w0 = torch.randn(8, 2, 3, 3, generator=g, dtype=torch.float64)
+    R0 = torch.randn(2, 8, 4, 4, generator=g, dtype=torch.float64)
+    A, B = torch.randn_like(x0), torch.randn_like(w0)
+    C, D = torch.randn_like(x0), torch.randn_like(w0)
+
+    def third(conv):
+        x, w, R = (t.clone().requires_grad_() for t in (x0, w0, R0))
+        gx, gw = torch.autograd.grad((conv(x, w) * R).sum(), [x, w], create_graph=True)
+        dx, dw = torch.autograd.grad((gx * A).sum() + (gw * B).sum(), [x, w], create_graph=True)
+        return torch.autograd.grad((dx * C).sum() + (dw * D).sum(), [R])[0]
+
+    torch.testing.assert_close(third(lambda x, w: conv2d_grouped(x, w, 2, 1, 2)),
+                               third(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=2)))
+    x = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    y = batch_norm_train(x, w, torch.zeros_like(w), 1e-3)
+    gx, = torch.autograd.grad((y.sin()).sum(), [x], create_graph=True)
+    torch.autograd.grad((gx ** 2).sum(), [x])  # second order: fine
+    with pytest.raises(RuntimeError, match="cannot be differentiated again"):
+        torch.autograd.grad((gx ** 2).sum(), [x], create_graph=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        batch_norm_train(torch.randn(1, 4, 1, 1), torch.ones(4), torch.zeros(4), 1e-3)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("groups,x_grad", [(1, True), (3, True), (3, False)])
 def test_grouped_conv_double_backward(groups, x_grad, channels_last):
@@ -144,6 +196,31 @@ def test_closed_form_batch_norm_double_backward(shape, channels_last):
     if channels_last:
         assert f(x, w, b).is_contiguous(memory_format=torch.channels_last)
         assert got[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_norm_double_backward_float32_with_large_mean_gradients(channels_last):
+    """float32 second derivatives with an incoming gradient of large per-channel mean (10, spread 0.1) and an input
+    of mean 3: within 5e-5 of float64 (F.batch_norm's own: ~1e-5 NCHW, ~1e-3 channels-last, measured)."""
+    from pcmeta.agents.batchnorm import batch_norm_train
+
+    g = torch.Generator().manual_seed(0)
+    shape = (20, 16, 14, 14)
+    x0 = torch.randn(shape, generator=g, dtype=torch.float64) + 3
+    R0 = torch.randn(shape, generator=g, dtype=torch.float64) * 0.1 + 10
+    A0 = torch.randn(shape, generator=g, dtype=torch.float64)
+    w0, b0, B0 = (torch.randn(16, generator=g, dtype=torch.float64) for _ in range(3))
+
+    def second(dtype):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x, R, A = (t.to(dtype).contiguous(memory_format=fmt) for t in (x0, R0, A0))
+        x = x.requires_grad_()
+        w, b = w0.to(dtype).requires_grad_(), b0.to(dtype).requires_grad_()
+        gx, gw, _ = torch.autograd.grad((batch_norm_train(x, w, b, 1e-3) * R).sum(), [x, w, b], create_graph=True)
+        return torch.autograd.grad((gx * A).sum() + (gw * B0.to(dtype)).sum(), [x, w])
+
+    for a, b in zip(second(torch.float32), second(torch.float64)):
+        assert torch.linalg.norm(a.double() - b) <= 5e-5 * torch.linalg.norm(b)
 
 
 def test_fused_task_batch_norm_equals_formula():
