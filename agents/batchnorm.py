@@ -43,11 +43,15 @@ def _like(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A channels-last (N, C, H, W) tensor as the (N*H*W, C) matrix it is in memory (a view)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
-    """Per-channel sum of t (N, C, ...) over every other axis (a channels-last 4-D t is summed as its
-    (N*H*W, C) memory)."""
+    """Per-channel sum of t (N, C, ...) over every other axis (a channels-last 4-D t is summed as its rows)."""
     if _channels_last(t):
-        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).sum(0)
+        return _rows(t).sum(0)
     return t.sum(tuple(i for i in range(t.dim()) if i != 1))
 
 
@@ -65,7 +69,7 @@ class _BatchNorm(Function):
             # MAML amplifies (1e-2 to 0.2 relative meta-gradient errors seen, tests/test_maml.py). Two passes over
             # the (N*H*W, C) memory instead (mean, then the mean of squared deviations); the native kernel
             # normalises with them.
-            rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+            rows = _rows(x)
             mean = rows.mean(0)
             var = (rows - mean).square_().mean(0)
             invstd = (var + eps).rsqrt()
@@ -127,8 +131,9 @@ class _BatchNormBackward(Function):
 
 def batch_norm_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """``F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)`` (batch statistics, biased variance,
-    no running statistics) for x (N, C, ...), with a closed-form double backward. Twice differentiable (the
-    double backward raises a RuntimeError if asked for a graph (third derivatives)). A channels-last 4-D x gives a channels-last output."""
+    no running statistics) for x (N, C, ...), with a closed-form double backward. Twice differentiable; the
+    double backward raises a RuntimeError if asked for a graph (third derivatives). A channels-last 4-D x gives
+    a channels-last output."""
     if x.dim() < 2 or x.numel() // x.shape[1] < 2:
         raise ValueError(f"batch_norm_train: expected more than 1 value per channel, got input of shape "
                          f"{tuple(x.shape)} (N, C, ...)")

@@ -20,7 +20,8 @@ readout is adapted there with ``arr.update``.
 
 Batch-norm uses each task's own statistics (mean and biased variance over the images and pixels of
 one pass; the support set and the query set are separate passes). On batches of tasks it runs as the
-native kernel per task (:func:`_bn_tasks`, grouped channels); under :func:`torch.func.vmap` and in the
+native kernel per task (:func:`_bn_tasks`), or with per-task weights as one :func:`batch_norm_train` over the
+tasks' grouped channels; under :func:`torch.func.vmap` and in the
 reference loop it is written out (:func:`batch_norm`). Tests check that all of them give the same
 meta-gradients (float64, 1e-5). On CPU, batches of tasks are processed in chunks of about 100 images
 (:data:`CHUNK_IMAGES`), which runs the convolutions ~1.5x faster than one 1,600-image batch.

@@ -38,8 +38,9 @@ def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset
                                                       monkeypatch):
     """float64: batched (head), grouped-conv or vmap (all) meta-gradients equal a per-task loop to 1e-5.
 
-    The vectorised paths use the native batch-norm kernel (head, grouped) or the written-out one under
-    vmap; the loop uses the other one each time, so the two sides share no batch-norm code."""
+    The vectorised paths use the native batch-norm kernel (head), batch_norm_train with its closed-form double
+    backward (grouped) or the written-out formula (vmap); the loop uses the native kernel or the formula, never
+    the same code as the side it is compared with."""
     cfg = M.preset(arch_preset, first_order=first_order, channels=16, inner_steps=2, adapt=adapt)
     pool = class_pool(cfg.split, "train", omniglot_dir)
     sx, sy, qx, qy = TaskSampler(pool, cfg.n_way, cfg.k_shot, 2, seed=0).sample(3).torch(dtype=torch.float64)
