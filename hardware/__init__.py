@@ -5,14 +5,23 @@
 >>> arr = sub.place("layer", W)    # W: (in_features, out_features)
 >>> y = arr.matmul(x)              # x: (..., in_features)
 
-Imports nothing else of pcmeta.
+Modules (after IBM aihwkit's inference split): :mod:`.devices` (device statistics: programming noise, drift,
+1/f read noise), :mod:`.mapping` (weights <-> conductances, w_max, quantization, programming),
+:mod:`.periphery` (tiles, DAC/ADC, the MVM pipeline), :mod:`.compensation` (drift compensation),
+:mod:`.config` (:class:`PCMConfig`), :mod:`.pcm` (:class:`PCMArray`, :class:`PCMSubstrate`), :mod:`.authors_arm`
+(the authors' arm PCM model), :mod:`.energy` (cost estimate), :mod:`.substrate` (the abstraction and exact
+software weights), :mod:`.deployment` (where an agent's weights live). Imports nothing else of pcmeta.
 """
-from .devices import DEVICES, HermesDevice, PCMLikeDevice
+from .authors_arm import AuthorsArmArray, AuthorsArmSubstrate
+from .config import PCMConfig
+from .deployment import DeployedSubstrate, Deployment, Placement
+from .devices import DEVICES, AuthorsArmDevice, HermesDevice, PCMLikeDevice
 from .energy import ENERGY, estimate_cost
-from .pcm import PCMArray, PCMConfig, PCMSubstrate
+from .pcm import PCMArray, PCMSubstrate
 from .substrate import SoftwareArray, SoftwareSubstrate, Substrate, SynapticArray, stochastic_quantize
 
 __all__ = [
     "Substrate", "SynapticArray", "SoftwareSubstrate", "SoftwareArray", "PCMSubstrate", "PCMArray", "PCMConfig",
-    "stochastic_quantize", "PCMLikeDevice", "HermesDevice", "DEVICES", "ENERGY", "estimate_cost",
+    "AuthorsArmSubstrate", "AuthorsArmArray", "stochastic_quantize", "PCMLikeDevice", "HermesDevice",
+    "AuthorsArmDevice", "DEVICES", "ENERGY", "estimate_cost", "Deployment", "Placement", "DeployedSubstrate",
 ]

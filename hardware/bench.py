@@ -58,7 +58,7 @@ def throughput_ratio(batch: int = 1024, size: int = 256, reps: int = 100, seed: 
     first compiled call, compilation included), "compile_fallback" (True if torch.compile failed and the
     compiled figure is the eager counter-noise pipeline)}.
     """
-    from .pcm import _COMPILED
+    from .periphery import _COMPILED
 
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(size, size, generator=g).clamp(-2.5, 2.5)

@@ -41,3 +41,23 @@ def estimate_cost(column_conversions: int, mvms: int, programming_events: int, t
         "energy_J": {"mvm": e_mvm, "programming": e_prog, "total": e_mvm + e_prog},
         "latency_s": {"mvm": t_mvm, "programming": t_prog, "total": t_mvm + t_prog},
     }
+
+
+def tile_counts(shape: tuple[int, int], tile_grid: tuple[int, int], mvms: int) -> dict:
+    """Tile counters of an array of ``shape`` (in, out) on a ``tile_grid`` (row tiles, column tiles) of tiles
+    after ``mvms`` input vectors: tiles used, tile MVMs and tile output columns read (ADC conversions)."""
+    return {"tiles": tile_grid[0] * tile_grid[1], "tile_grid": tile_grid,
+            "tile_mvms": mvms * tile_grid[0] * tile_grid[1], "column_conversions": mvms * tile_grid[0] * shape[1]}
+
+
+#: The counters of ``report()`` summed over a chip's arrays.
+TOTALS = ("tiles", "mvms", "tile_mvms", "column_conversions", "macs", "programming_events", "adc_saturations")
+
+
+def chip_totals(arrays: dict, tile_cols: int = 256) -> dict:
+    """The :data:`TOTALS` summed over the per-array stats ``arrays`` (name -> dict), the cost estimate of
+    :func:`estimate_cost` (``energy_J``, ``latency_s``) and the cost constants used (``cost_constants``)."""
+    totals = {k: sum(a[k] for a in arrays.values()) for k in TOTALS}
+    cost = estimate_cost(column_conversions=totals["column_conversions"], mvms=totals["mvms"],
+                         programming_events=totals["programming_events"], tile_cols=tile_cols)
+    return {**totals, **cost, "cost_constants": dict(ENERGY)}

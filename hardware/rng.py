@@ -46,7 +46,7 @@ def splitmix64(key: torch.Tensor, n: int) -> torch.Tensor:
     i = torch.arange(1, n + 1, dtype=torch.int64, device=key.device)
     # (key + i) * gamma rather than key + i * gamma (the same stream from the state key * gamma): with a
     # pure index product, torch.compile's dynamic-shape kernels evaluate i * gamma as unbounded index
-    # arithmetic, which does not wrap modulo 2^64 (measured: wrong words; tests/test_pcm_compile.py)
+    # arithmetic, which does not wrap modulo 2^64 (measured: wrong words; tests/hardware/test_pcm_compile.py)
     z = (key + i) * _GAMMA
     z = (z ^ _srl(z, 30)) * _MIX1
     z = (z ^ _srl(z, 27)) * _MIX2

@@ -185,6 +185,23 @@ class Substrate(abc.ABC):
     def place(self, name: str, W: ArrayLike) -> SynapticArray:
         """Store ``W`` (in_features, out_features) under ``name`` and return its :class:`SynapticArray`."""
 
+    def _place_new(self, name: str, W: ArrayLike, make) -> SynapticArray:
+        """``place`` for implementations: check ``name`` and ``W``, build the array with
+        ``make(W as a tensor, numpy_kind)`` and register it. If building fails, the substrate's ``generator``
+        (if it has one) is restored and nothing is registered."""
+        self._check_name(name)
+        t = as_weight_tensor(W)
+        gen = getattr(self, "generator", None)
+        state = gen.get_state() if isinstance(gen, torch.Generator) else None
+        try:
+            arr = make(t, isinstance(W, np.ndarray))
+        except Exception:
+            if state is not None:
+                gen.set_state(state)
+            raise
+        self.arrays[name] = arr
+        return arr
+
     def remove(self, name: str) -> None:
         """Free the array ``name`` (its tiles become available again)."""
         del self.arrays[self[name].name]
@@ -270,11 +287,7 @@ class SoftwareSubstrate(Substrate):
         return stochastic_quantize(W, self.bits, self.w_max, self.generator)
 
     def place(self, name: str, W: ArrayLike) -> SoftwareArray:
-        self._check_name(name)
-        t = as_weight_tensor(W)
-        arr = SoftwareArray(self, name, t, numpy_kind=isinstance(W, np.ndarray))
-        self.arrays[name] = arr
-        return arr
+        return self._place_new(name, W, lambda t, numpy_kind: SoftwareArray(self, name, t, numpy_kind))
 
     def transform(self, W: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Fresh stochastic quantization of ``W`` (straight-through) if ``bits`` is set, else ``W``."""

@@ -394,3 +394,30 @@ def test_compensation_scale_and_compensated_frame_update(frame):
     assert np.allclose(moved[:, 3], 0.1, rtol=0.05)
     # the global scale is re-measured after the write (fresh devices do not drift yet): others move slightly
     assert np.abs(np.delete(moved, 3, axis=1)).max() < 1e-3
+
+
+def test_public_names_import_from_their_homes():
+    from pcmeta.hardware import PCMArray as A1, PCMConfig as C1, PCMSubstrate as S1
+    from pcmeta.hardware.config import PCMConfig as C2
+    from pcmeta.hardware.pcm import PCMArray as A2, PCMConfig as C3, PCMSubstrate as S2
+
+    assert A1 is A2 and C1 is C2 is C3 and S1 is S2
+
+
+@pytest.mark.parametrize("comp", ["global", "per_column"])
+def test_transform_compensates_drift_like_the_array(comp):
+    """transform() restores the programmed absolute sum (per array or per column), as the chip's
+    compensation does with its calibration MVMs."""
+    W = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, size=(200, 20)))
+    sub = PCMSubstrate(PCMConfig(w_max=1.0, read_noise_scale=0.0, prog_noise_scale=0.0, drift_compensation=comp,
+                                 seed=0))
+    sub.elapse(86400.0)
+    Wq = sub.transform(W)
+    none = PCMSubstrate(PCMConfig(w_max=1.0, read_noise_scale=0.0, prog_noise_scale=0.0, seed=0))
+    none.elapse(86400.0)
+    Wn = none.transform(W)
+    assert float(Wn.abs().sum()) < 0.8 * float(W.abs().sum())  # a day of drift without compensation
+    dims = None if comp == "global" else 0
+    ref = W.abs().sum() if dims is None else W.abs().sum(0)
+    got = Wq.abs().sum() if dims is None else Wq.abs().sum(0)
+    assert torch.allclose(got, ref, rtol=1e-9)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import pcmeta.hardware.pcm as pcm_mod
+import pcmeta.hardware.periphery as periphery
 from pcmeta.hardware import PCMConfig, PCMSubstrate
 from pcmeta.hardware.rng import counter_normals, draw_key, splitmix64
 
@@ -67,7 +67,7 @@ def test_draw_key_is_reproducible_from_the_generator():
 
 
 def test_per_mvm_read_noise_std_with_counter_noise():
-    """As test_hardware.test_read_noise_std_per_mvm, with the counter-based noise."""
+    """As test_pcm.test_read_noise_std_per_mvm, with the counter-based noise."""
     g = 0.5
     sub = PCMSubstrate(PCMConfig.ideal(read_noise_scale=1.0, seed=5, w_max=1.0, noise_rng="counter"))
     arr = sub.place("w", np.full((8, 256), g))
@@ -141,7 +141,7 @@ def test_compile_failure_falls_back_to_the_same_numbers_with_a_warning(monkeypat
     def broken(*args):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(pcm_mod, "_COMPILED", {"fn": broken})
+    monkeypatch.setattr(periphery, "_COMPILED", {"fn": broken})
     W = np.random.default_rng(0).normal(size=(32, 8))
     x = np.random.default_rng(1).uniform(-1, 1, size=(5, 32))
     eager, comp = _pair(seed=3)
