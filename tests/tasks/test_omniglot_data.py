@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pcmeta.tasks import omniglot as og
+from pcmeta.tasks import omniglot_files as ogf
 
 
 # ------------------------------------------------------------------------------- real data
@@ -39,7 +40,7 @@ def test_paper_resize_is_half_pixel_bilinear(omniglot_dir):
     with zipfile.ZipFile(omniglot_dir / "images_evaluation.zip") as zf:
         name = sorted(n for n in zf.namelist() if n.endswith(".png"))[0]
         raw = np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("L")) > 127
-    got = og._resize(raw[None], "paper")[0]
+    got = ogf._resize(raw[None], "paper")[0]
     src = raw.astype(np.float64)
     scale = 105 / 28
     c = np.clip((np.arange(28) + 0.5) * scale - 0.5, 0, None)
@@ -144,7 +145,7 @@ def test_cache_is_written_and_reused(tmp_path, monkeypatch):
     first = og.load_omniglot("background", data, cache_dir=cache)
     assert first.images.shape == (4, 20, 28, 28)
     assert len(list(cache.glob("*.npy"))) == 1
-    monkeypatch.setattr(og, "_decode", lambda *a, **k: pytest.fail("decoded again instead of using the cache"))
+    monkeypatch.setattr(ogf, "_decode", lambda *a, **k: pytest.fail("decoded again instead of using the cache"))
     second = og.load_omniglot("background", data, cache_dir=cache)
     np.testing.assert_array_equal(first.images, second.images)
     assert second.characters == ["Alpha0/character01", "Alpha0/character02", "Alpha1/character01",
@@ -190,6 +191,13 @@ def test_missing_data_names_the_file_and_the_fix(tmp_path):
         og.load_omniglot("background", tmp_path, preprocessing="nearest")
 
 
+def test_data_layer_names_stay_importable_from_omniglot():
+    for name in ("OFFICIAL_MD5", "OFFICIAL_URL", "SUBSETS", "PREPROCESSINGS", "IMAGE_SIZE", "N_DRAWINGS",
+                 "EXPECTED_COUNTS", "OmniglotDataError", "OmniglotImages", "download", "load_omniglot",
+                 "resolve_data_dir", "resolve_cache_dir"):
+        assert getattr(og, name) is getattr(ogf, name), name
+
+
 def test_data_dir_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("PCMETA_DATA_DIR", str(tmp_path))
     assert og.resolve_data_dir() == tmp_path
@@ -212,12 +220,12 @@ def test_download_offline_and_checksum_mismatch_leave_nothing(tmp_path, monkeypa
     def offline(url, timeout=None):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(og.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(ogf.urllib.request, "urlopen", offline)
     with pytest.raises(og.OmniglotDataError, match="images_background.zip"):
         og.download(tmp_path, progress=False)
     assert os.listdir(tmp_path) == []
 
-    monkeypatch.setattr(og.urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(b"not omniglot"))
+    monkeypatch.setattr(ogf.urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(b"not omniglot"))
     with pytest.raises(og.OmniglotDataError, match="checksum mismatch"):
         og.download(tmp_path, progress=False)
     assert os.listdir(tmp_path) == []
@@ -227,8 +235,8 @@ def test_download_keeps_a_verified_file(tmp_path, monkeypatch):
     payload = b"pretend zip"
     import hashlib
 
-    monkeypatch.setattr(og, "OFFICIAL_MD5", {"images_background.zip": hashlib.md5(payload).hexdigest()})
-    monkeypatch.setattr(og.urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(payload))
+    monkeypatch.setattr(ogf, "OFFICIAL_MD5", {"images_background.zip": hashlib.md5(payload).hexdigest()})
+    monkeypatch.setattr(ogf.urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(payload))
     og.download(tmp_path, progress=False)
     assert (tmp_path / "images_background.zip").read_bytes() == payload
     assert sorted(os.listdir(tmp_path)) == ["images_background.zip"]
@@ -240,7 +248,7 @@ def test_cli_data_offline_error_and_present_data(tmp_path, monkeypatch, omniglot
     def offline(url, timeout=None):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(og.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(ogf.urllib.request, "urlopen", offline)
     assert main(["data", "omniglot", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "images_background.zip" in err and str(tmp_path) in err
