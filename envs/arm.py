@@ -47,11 +47,42 @@ Velocity control (not resetting joint states) is used because it is accurate eno
 reaches the commanded velocity within the step, so the semi-implicit Euler step gives exactly
 ``q + 0.01 * omega`` (measured tracking error ~1e-11 m^2; more sub-steps only cost time).
 
+Episode end and time limit: ``terminated`` is always False; ``truncated`` is True on the 249th step
+(2.49 s of arm time), after which :meth:`~ArmTrajectoryEnv.step` raises until :meth:`~ArmTrajectoryEnv.reset`.
+The id is registered with ``max_episode_steps=249`` (:data:`MAX_EPISODE_STEPS`), so the TimeLimit wrapper of
+``gymnasium.make`` truncates at the same step as the env itself (``gymnasium.make(id, max_episode_steps=n)``
+with n < 249 cuts episodes shorter).
+
 Rendering: ``render_mode="rgb_array"`` uses PyBullet's TinyRenderer (headless, CPU) at ``width x height``
 (default 320 x 240) and draws on the frame, by projecting with the camera's view/projection matrices, the
 target path (red), the current target point (red dot), and the effector trail (blue).
 ``render_mode="human"`` opens PyBullet's GUI (needs a display) with the target path and trail drawn as
-debug lines.
+debug lines. ``metadata["render_modes"]`` lists "human" only where a display exists
+(:func:`human_render_available`: macOS and Windows always, other systems when ``$DISPLAY`` is set, since
+PyBullet's GUI there is an X11 window), evaluated at import for the class and again for each new env, so
+``gymnasium.utils.env_checker.check_env`` (which makes the env once per declared mode) passes headless.
+Asking ``ArmTrajectoryEnv`` for "human" without a display raises RuntimeError; ``gymnasium.make(id,
+render_mode="human")`` there follows Gymnasium's rule for an undeclared mode and wraps an rgb_array env in
+``HumanRendering`` (a pygame window, which also needs a display).
+
+Videos: :func:`pcmeta.envs.record_video` writes an episode's rgb_array frames to GIF or MP4 with pcmeta's
+own dependencies (Gymnasium's ``RecordVideo`` needs ``moviepy``, which pcmeta does not install).
+
+Public handles for code that drives PyBullet beside the env (e.g. benchmarks): :data:`MOTOR_FORCE`,
+:attr:`ArmTrajectoryEnv.physics_client`, :attr:`~ArmTrajectoryEnv.body_id`,
+:attr:`~ArmTrajectoryEnv.effector_link`, :attr:`~ArmTrajectoryEnv.effector_position`,
+:meth:`~ArmTrajectoryEnv.camera_matrices` and :meth:`~ArmTrajectoryEnv.project`.
+
+Version history
+---------------
+- v0: initial version: Scorbot and planar 2-link arms in PyBullet, 249-step Brownian-velocity targets,
+  11-dim observation, reward minus the squared distance (m^2), rgb_array (TinyRenderer with overlay) and
+  human (GUI) rendering, ``sample_tasks``/``set_task``.
+- v0, revised (pcmeta 0.1, issue #16; episodes, observations and rewards unchanged): registered with
+  ``max_episode_steps=249``; "human" declared in ``metadata["render_modes"]`` only where a display exists;
+  public :data:`MOTOR_FORCE`, :attr:`~ArmTrajectoryEnv.physics_client`, :attr:`~ArmTrajectoryEnv.body_id`,
+  :attr:`~ArmTrajectoryEnv.effector_link`, :attr:`~ArmTrajectoryEnv.effector_position`,
+  :meth:`~ArmTrajectoryEnv.camera_matrices`; video recording through :func:`pcmeta.envs.record_video`.
 """
 from __future__ import annotations
 
@@ -65,20 +96,19 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from pcmeta.envs.arm_render import ArmRenderMixin, _render_modes, human_render_available
 from pcmeta.tasks import trajectories as tr
 
-__all__ = ["ArmTrajectoryEnv", "urdf_path", "quiet_fds", "import_pybullet"]
+__all__ = ["ArmTrajectoryEnv", "MAX_EPISODE_STEPS", "MOTOR_FORCE", "human_render_available", "urdf_path",
+           "quiet_fds", "import_pybullet"]
 
 _EFFECTOR_LINK = {"scorbot": 4, "planar2": 2}
-_MOTOR_FORCE = 1000.0  # N m, far above what the links need: the velocity constraint is met exactly
-
-# camera (target xyz, distance m, yaw deg, pitch deg) per robot
-_CAMERA = {
-    "scorbot": ((0.15, 0.0, 0.25), 3.1, 50.0, -25.0),
-    "planar2": ((0.0, 0.0, 0.0), 2.6, 30.0, -60.0),
-}
-_TARGET_RGB = (220, 30, 30)
-_TRAIL_RGB = (20, 80, 230)
+#: Maximum torque (N m) of the two joints' velocity motors: far above what the links need, so the
+#: commanded velocity is met exactly within each 10 ms step.
+MOTOR_FORCE = 1000.0
+_MOTOR_FORCE = MOTOR_FORCE  # old private name, kept until pcmeta.demos uses MOTOR_FORCE
+#: Steps per episode (one per 10 ms target point): the registered ``max_episode_steps``.
+MAX_EPISODE_STEPS = tr.T_STEPS
 
 
 def urdf_path(robot: str) -> str:
@@ -125,17 +155,25 @@ def import_pybullet():
     return pybullet
 
 
-class ArmTrajectoryEnv(gym.Env):
-    """Trace a target trajectory with a Scorbot-like or planar 2-link arm (see the module docstring).
+class ArmTrajectoryEnv(ArmRenderMixin, gym.Env):
+    """Trace a target trajectory with a Scorbot-like or planar 2-link arm.
+
+    The module docstring (:mod:`pcmeta.envs.arm`) is this env's specification (observation, action,
+    reward, termination and truncation, units) and holds its version history.
 
     Args:
         robot: "scorbot" (the paper's robot) or "planar2".
-        render_mode: None, "rgb_array" (TinyRenderer) or "human" (PyBullet GUI; needs a display).
+        render_mode: None, "rgb_array" (TinyRenderer) or "human" (PyBullet GUI; needs a display, see
+            :func:`human_render_available`).
         width, height: rgb_array frame size in pixels.
         task: optional fixed task (see :meth:`set_task`).
+
+    ``metadata["render_modes"]`` is ``["rgb_array", "human"]`` where a display exists, else
+    ``["rgb_array"]`` (class attribute: at import; each instance: at its construction).
+    ``render_fps`` is 100 (one frame per 10 ms step).
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": int(round(1.0 / tr.DT_ARM))}
+    metadata = {"render_modes": _render_modes(), "render_fps": int(round(1.0 / tr.DT_ARM))}
 
     def __init__(
         self,
@@ -148,6 +186,11 @@ class ArmTrajectoryEnv(gym.Env):
         super().__init__()
         self.spec_robot = tr.robot_spec(robot)
         self.robot = robot
+        # the display may have come or gone since import: this env declares what works now
+        self.metadata = {**type(self).metadata, "render_modes": _render_modes()}
+        if render_mode == "human" and not human_render_available():
+            raise RuntimeError('render_mode="human" needs a display ($DISPLAY); use render_mode="rgb_array" '
+                               "headless (and pcmeta.envs.record_video for a video)")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         if int(width) < 16 or int(height) < 16:
@@ -180,8 +223,6 @@ class ArmTrajectoryEnv(gym.Env):
         self._cid = -1
         with quiet_fds(stdout=True):
             if render_mode == "human":
-                if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-                    raise RuntimeError('render_mode="human" needs a display; use render_mode="rgb_array" headless')
                 self._cid = p.connect(p.GUI)
             else:
                 self._cid = p.connect(p.DIRECT)
@@ -195,12 +236,10 @@ class ArmTrajectoryEnv(gym.Env):
         for j in range(p.getNumJoints(self._body, physicsClientId=cid)):
             p.changeDynamics(self._body, j, linearDamping=0.0, angularDamping=0.0, physicsClientId=cid)
         self._joints = [0, 1]
-        self._forces = [_MOTOR_FORCE, _MOTOR_FORCE]
+        self._forces = [MOTOR_FORCE, MOTOR_FORCE]
         # cached pybullet functions / constants (the step loop is call-bound)
         self._VEL = p.VELOCITY_CONTROL
-        self._floor = None
-        self._view = self._proj = None
-        self._debug_items: list[int] = []
+        self._init_render()
 
         self._fixed_task: dict[str, Any] | None = None
         if task is not None:
@@ -266,6 +305,28 @@ class ArmTrajectoryEnv(gym.Env):
     def task(self) -> dict[str, Any] | None:
         """The current episode's target (a task dict), None before the first reset."""
         return self._task
+
+    # ------------------------------------------------------------------ public state and handles
+    @property
+    def effector_position(self) -> np.ndarray:
+        """The effector's position (3,) in m, float64, as PyBullet reports it after the last step (the
+        observation's ``obs[4:7]`` holds the same in float32); a copy."""
+        return self._pos.copy()
+
+    @property
+    def physics_client(self) -> int:
+        """This env's PyBullet client id (pass as ``physicsClientId=``); -1 after :meth:`close`."""
+        return self._cid
+
+    @property
+    def body_id(self) -> int:
+        """PyBullet body id of the arm in :attr:`physics_client` (joints 0 and 1 are the actuated ones)."""
+        return self._body
+
+    @property
+    def effector_link(self) -> int:
+        """PyBullet link index of the effector (its ``getLinkState(...)[4]`` is :attr:`effector_position`)."""
+        return self._eff
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -352,98 +413,6 @@ class ArmTrajectoryEnv(gym.Env):
         # solver round-off can put a joint 1e-9 beyond its limit or speed: keep obs inside the declared Box
         np.clip(obs, self._obs_lo, self._obs_hi, out=obs)
         return obs
-
-    # ------------------------------------------------------------------ rendering
-    def _camera(self):
-        if self._view is None:
-            p = self._p
-            target, dist, yaw, pitch = _CAMERA[self.robot]
-            self._view = p.computeViewMatrixFromYawPitchRoll(target, dist, yaw, pitch, 0.0, 2,
-                                                             physicsClientId=self._cid)
-            self._proj = p.computeProjectionMatrixFOV(45.0, self.width / self.height, 0.05, 10.0,
-                                                      physicsClientId=self._cid)
-            V = np.asarray(self._view, dtype=np.float64).reshape(4, 4).T  # column-major -> matrix
-            P = np.asarray(self._proj, dtype=np.float64).reshape(4, 4).T
-            self._pv = P @ V
-            self._add_floor()
-        return self._view, self._proj
-
-    def _add_floor(self) -> None:
-        """Visual-only scenery (no collision shape, no effect on the dynamics): a floor below the lowest
-        reachable point and, for the Scorbot, a pedestal (table) carrying the arm's base."""
-        p, cid = self._p, self._cid
-        z = -0.52 if self.robot == "scorbot" else -0.07  # Scorbot effector reaches z = -0.46 m
-        vs = p.createVisualShape(p.GEOM_BOX, halfExtents=[1.4, 1.4, 0.005], rgbaColor=[0.86, 0.86, 0.84, 1.0],
-                                 physicsClientId=cid)
-        self._floor = p.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vs,
-                                        basePosition=[0.0, 0.0, z - 0.005], physicsClientId=cid)
-        if self.robot == "scorbot":
-            vp = p.createVisualShape(p.GEOM_CYLINDER, radius=0.09, length=-z, rgbaColor=[0.55, 0.55, 0.58, 1.0],
-                                     physicsClientId=cid)
-            p.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vp,
-                              basePosition=[0.0, 0.0, z / 2], physicsClientId=cid)
-
-    def project(self, xyz: np.ndarray) -> np.ndarray:
-        """Pixel coordinates (..., 2) (column, row) of world points ``xyz`` (..., 3) m in the rgb_array frame."""
-        self._camera()
-        pts = np.asarray(xyz, dtype=np.float64)
-        h = np.concatenate([pts, np.ones(pts.shape[:-1] + (1,))], axis=-1) @ self._pv.T
-        ndc = h[..., :2] / h[..., 3:4]
-        col = (ndc[..., 0] + 1.0) * 0.5 * self.width
-        row = (1.0 - ndc[..., 1]) * 0.5 * self.height
-        return np.stack([col, row], axis=-1)
-
-    def render(self):
-        """rgb_array: a (height, width, 3) uint8 frame; human: None (the GUI shows the scene)."""
-        if self.render_mode is None:
-            gym.logger.warn('render() called without a render_mode; make the env with render_mode="rgb_array"')
-            return None
-        if self.render_mode == "human":
-            return None
-        p = self._p
-        view, proj = self._camera()
-        _, _, rgba, _, _ = p.getCameraImage(
-            self.width, self.height, view, proj, renderer=p.ER_TINY_RENDERER, shadow=0,
-            lightDirection=[0.4, -0.6, 1.0], flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self._cid)
-        frame = np.asarray(rgba, dtype=np.uint8).reshape(self.height, self.width, 4)[:, :, :3]
-        if self._task is None:
-            return np.ascontiguousarray(frame)
-        return self._overlay(frame)
-
-    def _overlay(self, frame: np.ndarray) -> np.ndarray:
-        from PIL import Image, ImageDraw
-
-        img = Image.fromarray(np.ascontiguousarray(frame))
-        draw = ImageDraw.Draw(img)
-        path = self.project(self._target_xyz)
-        if self._t >= 1:  # the trail is drawn wider and under the target path, so both show where they overlap
-            trail = self.project(self._trail[: self._t + 1])
-            draw.line([tuple(xy) for xy in trail.tolist()], fill=_TRAIL_RGB, width=5)
-        draw.line([tuple(xy) for xy in path.tolist()], fill=_TARGET_RGB, width=2)
-        c, r = path[min(self._t, self.T - 1)]
-        draw.ellipse([c - 4, r - 4, c + 4, r + 4], fill=_TARGET_RGB)
-        # legend
-        draw.line([(6, 8), (20, 8)], fill=_TARGET_RGB, width=3)
-        draw.text((24, 2), "target", fill=(0, 0, 0))
-        draw.line([(6, 20), (20, 20)], fill=_TRAIL_RGB, width=3)
-        draw.text((24, 14), "effector", fill=(0, 0, 0))
-        draw.text((self.width - 70, 2), f"t = {self._t * self.dt:4.2f} s", fill=(0, 0, 0))
-        return np.asarray(img)
-
-    def _draw_debug_path(self) -> None:
-        p, cid = self._p, self._cid
-        for item in self._debug_items:
-            p.removeUserDebugItem(item, physicsClientId=cid)
-        self._debug_items = []
-        xyz = self._target_xyz
-        for a, b in zip(xyz[:-1:4], xyz[4::4]):
-            self._debug_items.append(p.addUserDebugLine(a.tolist(), b.tolist(), [0.86, 0.12, 0.12], 2.0,
-                                                        physicsClientId=cid))
-
-    def _draw_debug_step(self) -> None:
-        a, b = self._trail[self._t - 1], self._trail[self._t]
-        self._debug_items.append(self._p.addUserDebugLine(a.tolist(), b.tolist(), [0.08, 0.31, 0.9], 2.0,
-                                                          physicsClientId=self._cid))
 
     # ------------------------------------------------------------------ cleanup
     def close(self) -> None:

@@ -1,21 +1,46 @@
 """``pcmeta/OmniglotFewShot-v0``: one episode is one N-way K-shot Omniglot classification task.
 
-Observation (a ``Dict``):
+Observation (a ``Dict``; images are ink intensities without unit, 28 x 28 pixels):
 
 - ``support_images``: (N*K, 1, 28, 28) float32 in [0, 1], K drawings of each of the N classes
   (class-major: K images of label 0, then label 1, ...);
 - ``support_labels``: (N*K,) int64 in 0..N-1;
 - ``query_image``: (1, 28, 28) float32 in [0, 1], the image to classify now.
 
-Action: ``Discrete(N)``, the predicted label of the current query. Reward 1.0 if correct, else 0.0.
-The episode terminates after N * n_query queries (the query order is shuffled). ``info`` carries
-``label`` (the true label of the query just answered), ``correct``, ``accuracy`` (running fraction
-correct), ``queries_done`` and ``task`` (the task description).
+The support set is the same at every step of an episode; the query changes. One step is one query (no
+physical time).
+
+Action: ``Discrete(N)``, the predicted label of the current query (a Python or numpy int; anything else
+raises ValueError). Reward 1.0 if correct, else 0.0.
+
+Termination: the episode terminates (``terminated=True``) with the answer to its last query, after
+N * n_query steps (:attr:`OmniglotFewShotEnv.episode_length`; the query order is shuffled); a step after
+that raises RuntimeError until ``reset``. Truncation: ``truncated`` is always False, the env never cuts an
+episode short. The id is registered with ``max_episode_steps`` = :data:`MAX_EPISODE_STEPS` = 123,348
+(every Omniglot character in each of its 4 rotations, 19 queries each), a bound above every episode
+length any configuration allows (the longest: the classic train part, 4,400 classes x 19 = 83,600), so
+the TimeLimit wrapper of ``gymnasium.make`` never fires and agrees with the env's own
+``truncated=False``; a configuration with N * n_query >= that bound is refused.
+
+``info`` at reset: ``task`` (the task description) and ``queries`` (N * n_query). At each step: ``label``
+(the true label of the query just answered), ``correct``, ``accuracy`` (running fraction correct),
+``queries_done`` and ``task``.
 
 Tasks: ``env.unwrapped.sample_tasks(n)`` returns task descriptions (dicts of plain lists: ``classes``,
 ``rotations`` in degrees, ``drawings`` and ``query_order``); ``env.unwrapped.set_task(task)`` fixes the
 task for the following resets (``set_task(None)`` goes back to a fresh random task per reset).
-``render_mode="rgb_array"`` draws the support set (one row per class) and the current query.
+
+Rendering: ``render_mode="rgb_array"`` (the only mode; ``render_fps`` 4) draws the support set (one row
+per class) and the current query, upscaled 2x; :func:`pcmeta.envs.record_video` writes an episode as
+GIF or MP4 without extra packages.
+
+Version history
+---------------
+- v0: initial version: N-way K-shot tasks from the ``paper`` and ``classic`` splits, one query per step,
+  reward 1 for a correct label, ``sample_tasks``/``set_task``, rgb_array rendering.
+- v0, revised (pcmeta 0.1, issue #16; episodes, observations and rewards unchanged): registered with
+  ``max_episode_steps`` = :data:`MAX_EPISODE_STEPS` (never reached); ``episode_length`` property; video
+  recording through :func:`pcmeta.envs.record_video`.
 """
 from __future__ import annotations
 
@@ -24,11 +49,21 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from pcmeta.tasks.omniglot import IMAGE_SIZE, TaskSampler, class_pool
+from pcmeta.tasks.omniglot import EXPECTED_COUNTS, IMAGE_SIZE, N_DRAWINGS, TaskSampler, class_pool
+
+__all__ = ["OmniglotFewShotEnv", "MAX_EPISODE_STEPS"]
+
+#: The registered ``max_episode_steps``: all 1623 Omniglot characters in 4 rotations, 19 queries each
+#: (K >= 1 support drawing of 20). Above every episode length (N * n_query) a pool allows, so the TimeLimit
+#: wrapper never cuts an episode: episodes end by termination.
+MAX_EPISODE_STEPS = 4 * sum(n for _, n in EXPECTED_COUNTS.values()) * (N_DRAWINGS - 1)  # 123,348
 
 
 class OmniglotFewShotEnv(gym.Env):
     """N-way K-shot few-shot classification as a Gymnasium environment.
+
+    The module docstring (:mod:`pcmeta.envs.omniglot`) is this env's specification (observation, action,
+    reward, termination and truncation) and holds its version history.
 
     Args:
         n_way: classes per task (N).
@@ -51,6 +86,9 @@ class OmniglotFewShotEnv(gym.Env):
         self.pool = class_pool(split, part, data_dir)
         self._sampler = TaskSampler(self.pool, n_way, k_shot, n_query, np.random.default_rng(0))
         self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
+        if self.n_way * self.n_query >= MAX_EPISODE_STEPS:  # unreachable with the Omniglot pools
+            raise ValueError(f"n_way * n_query = {self.n_way * self.n_query} queries per episode must be < "
+                             f"{MAX_EPISODE_STEPS} (the registered max_episode_steps)")
         nk = self.n_way * self.k_shot
         img = (1, IMAGE_SIZE, IMAGE_SIZE)
         self.observation_space = spaces.Dict({
@@ -63,6 +101,11 @@ class OmniglotFewShotEnv(gym.Env):
         self._task: dict | None = None
         self._i = 0
         self._correct = 0
+
+    @property
+    def episode_length(self) -> int:
+        """Steps per episode: N * n_query queries; the last one terminates the episode."""
+        return self.n_way * self.n_query
 
     # ------------------------------------------------------------------ tasks
     def _draw_task(self, rng: np.random.Generator) -> dict:

@@ -11,7 +11,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import pcmeta.envs  # noqa: F401  (registers the ids)
-from pcmeta.envs.arm import ArmTrajectoryEnv
+from pcmeta.envs import arm as arm_module
+from pcmeta.envs.arm import MAX_EPISODE_STEPS, MOTOR_FORCE, ArmTrajectoryEnv
 from pcmeta.tasks import trajectories as tr
 
 ROBOTS = ["scorbot", "planar2"]
@@ -22,7 +23,7 @@ def test_pybullet_effector_equals_analytic_kinematics(robot):
     """Acceptance 1: PyBullet's effector = SPEC kinematics within 1 mm over 1,000 random configurations."""
     env = ArmTrajectoryEnv(robot=robot)
     try:
-        p, cid, body = env._p, env._cid, env._body
+        p, cid, body = arm_module.import_pybullet(), env.physics_client, env.body_id
         rng = np.random.default_rng(0)
         spec = tr.robot_spec(robot)
         lo = np.asarray(spec.lower) if spec.lower else np.array([-np.pi, -np.pi])
@@ -32,7 +33,7 @@ def test_pybullet_effector_equals_analytic_kinematics(robot):
         for k, q in enumerate(qs):
             for j in range(2):
                 p.resetJointState(body, j, q[j], 0.0, physicsClientId=cid)
-            pos[k] = p.getLinkState(body, env._eff, computeForwardKinematics=True, physicsClientId=cid)[4]
+            pos[k] = p.getLinkState(body, env.effector_link, computeForwardKinematics=True, physicsClientId=cid)[4]
         err = np.linalg.norm(pos - tr.forward_kinematics(qs, robot), axis=-1)
         assert err.max() < 1e-3
         assert err.max() < 1e-6  # in fact exact up to PyBullet's float rounding
@@ -93,12 +94,13 @@ def test_observation_layout_and_reward():
 
 @pytest.mark.filterwarnings("ignore:.*symmetric and normalized space")  # actions are rad/s by design
 @pytest.mark.filterwarnings("ignore:.*not having a spec")
-def test_check_env_and_make_forms():
-    """Acceptance 3: check_env passes; make works after import and in the "module:id" form."""
+def test_check_env_and_make_forms(monkeypatch):
+    """Acceptance 3: the default check_env passes headless; make works after import and as "module:id"."""
+    monkeypatch.delenv("DISPLAY", raising=False)  # headless, as CI: "human" is then not declared
     env = gym.make("pcmeta/ArmTrajectory-v0")
-    # "human" needs a display: the declared-modes loop of check_env runs on a make'd env, so check
-    # rgb_array separately and let check_env do everything else.
-    check_env(env.unwrapped, skip_render_check=True)
+    if not arm_module.human_render_available():
+        assert env.unwrapped.metadata["render_modes"] == ["rgb_array"]
+    check_env(env.unwrapped)  # default: also makes the env in each declared render mode and renders
     env.close()
     renv = ArmTrajectoryEnv(render_mode="rgb_array")
     check_env(renv)  # no spec: renders rgb_array (its own mode) only
@@ -155,21 +157,89 @@ def test_async_vector_env_10000_steps():
 
 
 def test_human_mode_without_display_is_a_clear_error(monkeypatch):
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the display check is Linux-specific")
+    if sys.platform == "darwin" or sys.platform.startswith("win"):
+        pytest.skip("macOS and Windows always have a display")
     monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not arm_module.human_render_available()
     with pytest.raises(RuntimeError, match="display"):
         ArmTrajectoryEnv(render_mode="human")
     with pytest.raises(ValueError, match="render_mode"):
         ArmTrajectoryEnv(render_mode="rgb")
 
 
+def test_render_modes_follow_the_display(monkeypatch):
+    """"human" is declared exactly where a display exists, per instance (the class: at import)."""
+    if sys.platform == "darwin" or sys.platform.startswith("win"):
+        pytest.skip("macOS and Windows always have a display")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    env = ArmTrajectoryEnv()
+    assert env.metadata["render_modes"] == ["rgb_array"] and env.metadata["render_fps"] == 100
+    env.close()
+    monkeypatch.setenv("DISPLAY", ":99")  # declared only: nothing is opened without render_mode="human"
+    env = ArmTrajectoryEnv()
+    assert env.metadata["render_modes"] == ["rgb_array", "human"]
+    env.close()
+
+
+def test_max_episode_steps_agrees_with_own_truncation():
+    """The registered limit is T = 249 and TimeLimit truncates at exactly the step the env itself does."""
+    assert gym.spec("pcmeta/ArmTrajectory-v0").max_episode_steps == MAX_EPISODE_STEPS == tr.T_STEPS == 249
+    assert pcmeta.envs.MAX_EPISODE_STEPS["pcmeta/ArmTrajectory-v0"] == MAX_EPISODE_STEPS
+    env = gym.make("pcmeta/ArmTrajectory-v0")
+    assert env.spec.max_episode_steps == 249
+    raw = ArmTrajectoryEnv()
+    rng = np.random.default_rng(0)
+    for episode in range(2):
+        env.reset(seed=episode)
+        raw.reset(seed=episode)
+        for t in range(249):
+            a = rng.uniform(-3, 3, size=2).astype(np.float32)
+            _, r, term, trunc, _ = env.step(a)
+            _, r_raw, term_raw, trunc_raw, _ = raw.step(a)
+            assert (term, trunc) == (term_raw, trunc_raw) == (False, t == 248)
+            assert r == r_raw
+    env.close()
+    raw.close()
+
+
+def test_version_history_and_spec_in_docstring():
+    doc = arm_module.__doc__
+    assert "Version history" in doc and "- v0: initial version" in doc
+    assert "max_episode_steps=249" in doc
+    for word in ("Observation", "Action", "Reward", "truncated", "terminated", "rad/s", "m^2"):
+        assert word in doc
+    assert "version history" in ArmTrajectoryEnv.__doc__
+
+
+def test_public_handles():
+    """What code beside the env needs (demos, benchmarks): no private names."""
+    assert MOTOR_FORCE == 1000.0
+    p = arm_module.import_pybullet()
+    env = ArmTrajectoryEnv(render_mode="rgb_array", width=64, height=48)
+    obs, info = env.reset(seed=0)
+    for t in range(5):
+        obs, *_ = env.step(info["target"]["omega_path"][t])
+    pos = env.effector_position
+    assert pos.dtype == np.float64 and pos.shape == (3,)
+    np.testing.assert_allclose(pos, obs[4:7], atol=1e-6)
+    pos[:] = 0.0  # a copy: the env is untouched
+    assert np.abs(env.effector_position).sum() > 0
+    np.testing.assert_array_equal(
+        p.getLinkState(env.body_id, env.effector_link, physicsClientId=env.physics_client)[4], env.effector_position)
+    view, proj = env.camera_matrices()
+    assert len(view) == 16 and len(proj) == 16
+    img = p.getCameraImage(64, 48, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=env.physics_client)
+    assert (img[0], img[1]) == (64, 48)
+    cid = env.physics_client
+    env.close()
+    assert env.physics_client == -1 and not p.isConnected(physicsClientId=cid)
+
+
 def test_close_releases_clients():
     envs = [ArmTrajectoryEnv() for _ in range(5)]
-    cids = [e._cid for e in envs]
+    cids = [e.physics_client for e in envs]
     assert len(set(cids)) == 5
-    p = envs[0]._p
+    p = arm_module.import_pybullet()
     for e in envs:
         e.close()
         e.close()  # twice is fine

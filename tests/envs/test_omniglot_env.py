@@ -7,8 +7,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import pcmeta.envs  # noqa: F401  (registers the ids)
-from pcmeta.envs.omniglot import OmniglotFewShotEnv
-from pcmeta.tasks.omniglot import OmniglotDataError
+from pcmeta.envs import omniglot as omniglot_module
+from pcmeta.envs.omniglot import MAX_EPISODE_STEPS, OmniglotFewShotEnv
+from pcmeta.tasks.omniglot import N_DRAWINGS, OmniglotDataError, class_pool
 
 
 @pytest.fixture
@@ -21,6 +22,40 @@ def env(omniglot_dir):
 
 def test_check_env_passes(env):
     check_env(env)
+
+
+def test_check_env_default_without_render_mode(omniglot_dir, monkeypatch):
+    """The default check_env on a make'd env without render_mode (it makes one per declared mode)."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    e = gym.make("pcmeta/OmniglotFewShot-v0", data_dir=str(omniglot_dir))
+    check_env(e.unwrapped)
+    e.close()
+
+
+def test_max_episode_steps_never_cuts_an_episode(omniglot_dir):
+    """Episodes end by termination after N * n_query steps; the registered limit lies above every
+    episode any pool allows, so make's TimeLimit agrees with the env's own truncated=False."""
+    assert gym.spec("pcmeta/OmniglotFewShot-v0").max_episode_steps == MAX_EPISODE_STEPS
+    assert pcmeta.envs.MAX_EPISODE_STEPS["pcmeta/OmniglotFewShot-v0"] == MAX_EPISODE_STEPS
+    longest = max(class_pool(split, part, omniglot_dir).n_classes
+                  for split in ("paper", "classic") for part in ("train", "val", "test")) * (N_DRAWINGS - 1)
+    assert longest == 4400 * 19 and longest < MAX_EPISODE_STEPS
+    e = gym.make("pcmeta/OmniglotFewShot-v0", n_way=4, k_shot=1, n_query=3, data_dir=str(omniglot_dir))
+    assert e.spec.max_episode_steps == MAX_EPISODE_STEPS and e.unwrapped.episode_length == 12
+    for seed in range(2):
+        e.reset(seed=seed)
+        for i in range(12):
+            _, _, term, trunc, _ = e.step(0)
+            assert (term, trunc) == (i == 11, False)
+    e.close()
+
+
+def test_version_history_and_spec_in_docstring():
+    doc = omniglot_module.__doc__
+    assert "Version history" in doc and "- v0: initial version" in doc
+    for word in ("Observation", "Action", "Reward", "Termination", "Truncation", "max_episode_steps"):
+        assert word in doc
+    assert "version history" in OmniglotFewShotEnv.__doc__
 
 
 def test_gym_make_and_spaces(omniglot_dir):
