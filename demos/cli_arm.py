@@ -9,10 +9,11 @@ of the target vs the executed x, y, z over time.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
+
+from pcmeta.demos.options import write_result
 
 
 def register(groups) -> None:
@@ -89,7 +90,7 @@ def replay(seed: int = 3, robot: str = "scorbot", out: str | None = "replay.gif"
         frames = [env.render()] if out else []
         for t in tqdm(range(T), desc="replay", unit="step", disable=not progress, leave=False):
             obs, reward, terminated, truncated, step_info = env.step(vel[t])
-            executed[t] = env.unwrapped._pos  # float64 effector position from PyBullet
+            executed[t] = env.unwrapped.effector_position  # float64, from PyBullet
             dist_sq[t] = -reward
             if out and ((t + 1) % every == 0 or truncated):
                 frames.append(env.render())
@@ -98,28 +99,12 @@ def replay(seed: int = 3, robot: str = "scorbot", out: str | None = "replay.gif"
     mse = float(dist_sq.mean())
     dt = 0.01
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        _write_animation(frames, out, fps=1.0 / (every * dt))
+        from pcmeta.envs import write_video
+
+        write_video(frames, out, fps=1.0 / (every * dt))
     _plot_replay(target["xyz"], executed, dist_sq, plot_path, seed=seed, robot=robot, key=key, mse=mse, dt=dt)
     return {"mse_m2": mse, "max_sq_m2": float(dist_sq.max()), "steps": T, "frames": len(frames),
             "out": out, "plot": str(plot_path), "velocities": key, "seed": seed, "robot": robot}
-
-
-def _write_animation(frames: list, out: str, fps: float) -> None:
-    if Path(out).suffix.lower() == ".gif":
-        from PIL import Image
-
-        imgs = [Image.fromarray(f) for f in frames]
-        # one shared adaptive palette keeps the colours steady between frames
-        pal = imgs[len(imgs) // 2].quantize(colors=255, method=Image.Quantize.MEDIANCUT)
-        imgs = [im.quantize(palette=pal, dither=Image.Dither.NONE) for im in imgs]
-        imgs[0].save(out, save_all=True, append_images=imgs[1:], duration=int(round(1000.0 / fps)), loop=0)
-    else:
-        import imageio.v2 as imageio
-
-        with imageio.get_writer(out, fps=fps, codec="libx264", quality=8, macro_block_size=8) as w:
-            for f in frames:
-                w.append_data(f)
 
 
 def _plot_replay(target_xyz, executed, dist_sq, path: Path, *, seed, robot, key, mse, dt) -> None:
@@ -161,39 +146,22 @@ def _replay(args) -> int:
 
 
 # --------------------------------------------------------------------------- bench
-def bench_env(robot: str = "scorbot", steps: int = 20000, frames: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Measure env steps/s (make and unwrapped), raw PyBullet stepSimulation/s and rgb_array frames/s."""
-    import os
-    import platform
+def _env_steps_per_s(env, actions, seed: int) -> float:
+    """Steps/s of ``env`` under ``actions`` (after 500 warm-up steps), resetting at the end of episodes."""
+    env.reset(seed=seed)
+    for a in actions[:500]:  # warm-up
+        if env.step(a)[3]:
+            env.reset()
+    t0 = time.perf_counter()
+    for a in actions:
+        if env.step(a)[3]:
+            env.reset()
+    return len(actions) / (time.perf_counter() - t0)
 
-    import gymnasium as gym
-    import numpy as np
 
-    import pcmeta.envs  # noqa: F401  (registers the ids)
-    from pcmeta.envs.arm import ArmTrajectoryEnv, _MOTOR_FORCE, import_pybullet, quiet_fds, urdf_path
-
-    if steps < 1000 or frames < 10:
-        raise ValueError(f"--steps must be >= 1000 and --frames >= 10, got {steps} and {frames}")
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-np.pi, np.pi, size=(steps, 2)).astype(np.float32)
-
-    def run_env(env) -> float:
-        env.reset(seed=seed)
-        for a in actions[:500]:  # warm-up
-            if env.step(a)[3]:
-                env.reset()
-        t0 = time.perf_counter()
-        for a in actions:
-            if env.step(a)[3]:
-                env.reset()
-        return steps / (time.perf_counter() - t0)
-
-    env = gym.make("pcmeta/ArmTrajectory-v0", robot=robot)
-    env_sps = run_env(env)
-    env.close()
-    raw_env = ArmTrajectoryEnv(robot=robot)
-    env_sps_unwrapped = run_env(raw_env)
-    raw_env.close()
+def _raw_pybullet_steps_per_s(robot: str, steps: int) -> tuple[float, int]:
+    """(stepSimulation/s of the bare robot in a fresh PyBullet client, PyBullet's API version)."""
+    from pcmeta.envs.arm import MOTOR_FORCE, import_pybullet, quiet_fds, urdf_path
 
     p = import_pybullet()
     with quiet_fds():
@@ -203,17 +171,26 @@ def bench_env(robot: str = "scorbot", steps: int = 20000, frames: int = 200, see
         p.setPhysicsEngineParameter(fixedTimeStep=0.01, numSubSteps=0, physicsClientId=cid)
         body = p.loadURDF(urdf_path(robot), useFixedBase=True, physicsClientId=cid)
         p.setJointMotorControlArray(body, [0, 1], p.VELOCITY_CONTROL, targetVelocities=[0.3, 0.2],
-                                    forces=[_MOTOR_FORCE] * 2, physicsClientId=cid)
+                                    forces=[MOTOR_FORCE] * 2, physicsClientId=cid)
         step = p.stepSimulation
         for _ in range(500):
             step(physicsClientId=cid)
         t0 = time.perf_counter()
         for _ in range(steps):
             step(physicsClientId=cid)
-        raw_sps = steps / (time.perf_counter() - t0)
+        return steps / (time.perf_counter() - t0), p.getAPIVersion()
     finally:
         p.disconnect(physicsClientId=cid)
 
+
+def _render_fps(robot: str, frames: int, seed: int) -> tuple[float, float]:
+    """(rgb_array render() frames/s with pcmeta's overlay, bare TinyRenderer getCameraImage/s of the same
+    scene through the env's public camera and client), at 320x240."""
+    import gymnasium as gym
+
+    from pcmeta.envs.arm import import_pybullet
+
+    p = import_pybullet()
     renv = gym.make("pcmeta/ArmTrajectory-v0", robot=robot, render_mode="rgb_array")
     try:
         obs, info = renv.reset(seed=seed)
@@ -228,17 +205,39 @@ def bench_env(robot: str = "scorbot", steps: int = 20000, frames: int = 200, see
             frame = renv.render()
             t_render += time.perf_counter() - t0
         assert frame.shape == (240, 320, 3)
-        render_fps = frames / t_render
-        # the bare TinyRenderer image of the same scene, without pcmeta's overlay
         u = renv.unwrapped
-        view, proj = u._camera()
+        view, proj = u.camera_matrices()
         t0 = time.perf_counter()
         for _ in range(frames):
             p.getCameraImage(320, 240, view, proj, renderer=p.ER_TINY_RENDERER, shadow=0,
-                             flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=u._cid)
-        raw_render_fps = frames / (time.perf_counter() - t0)
+                             flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=u.physics_client)
+        return frames / t_render, frames / (time.perf_counter() - t0)
     finally:
         renv.close()
+
+
+def bench_env(robot: str = "scorbot", steps: int = 20000, frames: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Measure env steps/s (make and unwrapped), raw PyBullet stepSimulation/s and rgb_array frames/s."""
+    import os
+    import platform
+
+    import gymnasium as gym
+    import numpy as np
+
+    import pcmeta.envs  # noqa: F401  (registers the ids)
+    from pcmeta.envs.arm import ArmTrajectoryEnv
+
+    if steps < 1000 or frames < 10:
+        raise ValueError(f"--steps must be >= 1000 and --frames >= 10, got {steps} and {frames}")
+    actions = np.random.default_rng(seed).uniform(-np.pi, np.pi, size=(steps, 2)).astype(np.float32)
+    env = gym.make("pcmeta/ArmTrajectory-v0", robot=robot)
+    env_sps = _env_steps_per_s(env, actions, seed)
+    env.close()
+    raw_env = ArmTrajectoryEnv(robot=robot)
+    env_sps_unwrapped = _env_steps_per_s(raw_env, actions, seed)
+    raw_env.close()
+    raw_sps, api = _raw_pybullet_steps_per_s(robot, steps)
+    render_fps, raw_render_fps = _render_fps(robot, frames, seed)
     return {
         "env_steps_per_s": env_sps,
         "env_steps_per_s_unwrapped": env_sps_unwrapped,
@@ -247,7 +246,7 @@ def bench_env(robot: str = "scorbot", steps: int = 20000, frames: int = 200, see
         "raw_tinyrenderer_fps": raw_render_fps,
         "robot": robot, "width": 320, "height": 240, "steps": steps, "frames": frames,
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
-        "pybullet_api": p.getAPIVersion(),
+        "pybullet_api": api,
     }
 
 
@@ -259,8 +258,5 @@ def _bench_env(args) -> int:
     print(f"  raw PyBullet stepSimulation/s:              {res['raw_pybullet_steps_per_s']:10.0f}")
     print(f"  rgb_array frames/s (render() incl. overlay):{res['render_fps']:10.1f}   (target >= 30)")
     print(f"  raw TinyRenderer getCameraImage/s:          {res['raw_tinyrenderer_fps']:10.1f}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_result(args, res)
     return 0

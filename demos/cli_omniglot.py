@@ -1,16 +1,18 @@
-"""CLI of the Omniglot area: ``pcmeta data omniglot``, ``pcmeta omniglot train|eval``, ``pcmeta bench maml``."""
+"""CLI of the Omniglot area: ``pcmeta data omniglot``, ``pcmeta omniglot train|eval``, ``pcmeta bench maml``.
+
+``omniglot eval`` lives in :mod:`pcmeta.demos.omniglot_eval`, ``omniglot compare|sweep`` in
+:mod:`pcmeta.demos.omniglot_chip`.
+"""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
+from pcmeta.demos import omniglot_eval
+from pcmeta.demos.options import write_result
+
 PRESET_NAMES = ("paper-5w5s", "paper-5w1s", "classic-5w1s", "classic-20w1s")
-#: Weights shipped as package data; `pcmeta omniglot eval` uses them when no --checkpoint/--weights.
-DEFAULT_WEIGHTS = "paper_5w5s.npz"
-#: the default of ``omniglot eval --substrate pcm``: meta-trained through the 4-bit quantizer for the chip
-#: (the float weights lose most of their small conv weights to the 4-bit grid: ~46 % there at 1 min)
-DEFAULT_PCM_WEIGHTS = "paper_5w5s_4bit.npz"
 
 
 def register(groups) -> None:
@@ -50,38 +52,7 @@ def register(groups) -> None:
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.set_defaults(func=_train)
 
-    p = groups["omniglot"].add_parser("eval", help="few-shot accuracy (mean and 95%% CI over tasks)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", metavar="PATH", help="a ckpt.pt written by `pcmeta omniglot train`")
-    src.add_argument("--weights", metavar="PATH", help="weights .npz (the authors' released layout or ours) or the "
-                     f"name of a shipped file (e.g. classic_5w1s); default: the shipped {DEFAULT_WEIGHTS} "
-                     f"({DEFAULT_PCM_WEIGHTS} with --substrate pcm)")
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", type=int, default=5)
-    p.add_argument("--queries", type=int, default=5, help="query images per class")
-    p.add_argument("--tasks", type=int, default=1000)
-    p.add_argument("--steps", type=int, help="inner SGD steps (default: the model's test steps)")
-    p.add_argument("--split", help="paper or classic (default: the split the weights were trained on)")
-    p.add_argument("--part", default="test", help="train, val or test part of the split")
-    p.add_argument("--data-dir")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bits", type=int, help="software: evaluate through SoftwareSubstrate(bits=B); pcm: the "
-                   "weight bits programmed into the chip (default 4, the paper's)")
-    p.add_argument("--substrate", choices=("software", "pcm"), default="software",
-                   help="pcm: program the network into the simulated PCM chip, adapt the readout there with "
-                   "on-chip updates and classify with crossbar MVMs (pcmeta.agents.maml_chip)")
-    p.add_argument("--time", default="1min", help="pcm: time between programming and adaptation + "
-                   "classification: 1s, 1min, 1h, 1d, 1mo, 1y or seconds (default 1min)")
-    p.add_argument("--drift-compensation", choices=("none", "global", "per_column"), default="none",
-                   help="pcm: digital drift compensation of the crossbar outputs")
-    p.add_argument("--readout-w-max", default=None, metavar="W",
-                   help="pcm: put the readout on its own crossbar with g_max mapped to |w| = W (a number, or "
-                   "'auto': the smallest power of two >= the readout's max |w|); default: the conv layers' scale 1")
-    p.add_argument("--substrate-path", action="store_true",
-                   help="run every task through the deployed path (substrate.place + arr.matmul)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", metavar="OUT", help="write {accuracy, ci95, tasks, ...} to OUT")
-    p.set_defaults(func=_eval)
+    omniglot_eval.register(groups)
 
     p = groups["bench"].add_parser("maml", help="meta-iterations/s: pcmeta's vectorised MAML vs a per-task loop")
     p.add_argument("--presets", default="paper-5w5s,classic-5w1s", help="comma-separated presets")
@@ -91,23 +62,8 @@ def register(groups) -> None:
     p.set_defaults(func=_bench)
 
 
-def readout_scale(model, spec: str) -> float:
-    """--readout-w-max: a positive number, or "auto" = the smallest power of two >= max |readout weight|."""
-    import math
-
-    if str(spec).lower() == "auto":
-        m = float(model.deployable_params()["readout"].abs().max())
-        return 2.0 ** math.ceil(math.log2(m)) if m > 0 else 1.0
-    try:
-        w = float(spec)
-    except ValueError:
-        raise ValueError(f"--readout-w-max must be a positive number or 'auto', got {spec!r}") from None
-    if not (w > 0 and math.isfinite(w)):
-        raise ValueError(f"--readout-w-max must be a positive number or 'auto', got {spec!r}")
-    return w
-
-
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
+    """ValueError unless ``device`` is a torch device available here."""
     import torch
 
     try:
@@ -138,10 +94,9 @@ def _train(args) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    _check_device(args.device)
+    check_device(args.device)
     from pcmeta.agents.maml import Trainer, preset
-
-    from pcmeta.demos.omniglot_chip import parse_time
+    from pcmeta.hardware.times import parse_time
 
     extra = dict(train_substrate="pcm", train_time_s=parse_time(args.train_time)) if args.noise_aware else {}
     cfg = preset(args.preset, iterations=args.iterations, meta_batch=args.meta_batch, bits=args.bits,
@@ -176,104 +131,6 @@ def _train(args) -> int:
     return 0
 
 
-def _load_model(args):
-    import torch
-
-    from pcmeta.agents.maml import MAML, WEIGHTS_DIR, MAMLConfig
-
-    if args.checkpoint:
-        path = Path(args.checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = MAMLConfig.from_dict(ck["config"])
-        return MAML(cfg, ck["params"], device=args.device), str(path)
-    default = DEFAULT_PCM_WEIGHTS if getattr(args, "substrate", "software") == "pcm" else DEFAULT_WEIGHTS
-    path = Path(args.weights) if args.weights else WEIGHTS_DIR / default
-    if args.weights and not path.exists() and path.name == args.weights:  # a shipped name, e.g. classic_5w1s
-        shipped = WEIGHTS_DIR / (args.weights if args.weights.endswith(".npz") else args.weights + ".npz")
-        if shipped.is_file():
-            path = shipped
-        else:
-            names = sorted(q.stem for q in WEIGHTS_DIR.glob("*.npz"))
-            raise FileNotFoundError(f"weights not found: {args.weights} (not a file, nor one of the shipped {names})")
-    return MAML.from_weights(path, device=args.device), str(path)
-
-
-def _eval(args) -> int:
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(1)
-    _check_device(args.device)
-    from pcmeta.agents.maml import MAML, evaluate, mean_ci95
-    from pcmeta.tasks.omniglot import TaskSampler, class_pool
-
-    model, src = _load_model(args)
-    if args.ways != model.cfg.n_way:
-        raise ValueError(f"--ways {args.ways} does not match the {model.cfg.n_way}-way readout of {src}")
-    if args.tasks < 1:
-        raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
-    if args.bits is not None and args.substrate == "software":
-        from pcmeta.hardware import SoftwareSubstrate
-
-        model = MAML(model.cfg, {k: v.detach() for k, v in model.params.items()},
-                     substrate=SoftwareSubstrate(bits=args.bits), device=args.device)
-    args.split = args.split or model.cfg.split
-    pool = class_pool(args.split, args.part, args.data_dir)
-    sampler = TaskSampler(pool, args.ways, args.shots, args.queries, np.random.default_rng(args.seed))
-    deployed = None
-    if args.substrate_path:
-        from pcmeta.hardware import SoftwareSubstrate
-
-        deployed = model.deploy(SoftwareSubstrate(bits=args.bits))
-    steps = model.cfg.test_steps if args.steps is None else args.steps
-    chip = None
-    if args.readout_w_max is not None and args.substrate != "pcm":
-        raise ValueError("--readout-w-max needs --substrate pcm")
-    if args.substrate == "pcm":
-        from dataclasses import replace
-
-        from pcmeta.agents.maml_chip import ChipProtocol, evaluate_on_chip
-        from pcmeta.demos.omniglot_chip import parse_time
-        from pcmeta.hardware import PCMConfig
-
-        t = parse_time(args.time)
-        pcm = PCMConfig(weight_bits=4 if args.bits is None else args.bits, w_max=1.0,
-                        drift_compensation=args.drift_compensation)
-        ro = None if args.readout_w_max is None else replace(pcm, w_max=readout_scale(model, args.readout_w_max))
-        r = evaluate_on_chip(model, sampler, args.tasks,
-                             ChipProtocol(pcm=pcm, t_adapt_s=t, steps=steps, readout_pcm=ro),
-                             seed=args.seed, progress=True)
-        acc = r["acc"]
-        chip = {"substrate": "pcm", "time_s": t, "weight_bits": pcm.weight_bits,
-                "drift_compensation": args.drift_compensation, "readout_w_max": None if ro is None else ro.w_max}
-    else:
-        acc = evaluate(model, sampler, args.tasks, steps, progress=True, deployed=deployed)
-    m, ci = mean_ci95(acc)
-    rows = [("weights", src), ("split/part", f"{args.split}/{args.part}"),
-            ("task", f"{args.ways}-way {args.shots}-shot, {args.queries} queries/class"),
-            ("inner steps", f"{steps} x lr {model.cfg.inner_lr} ({model.cfg.adapt})"),
-            ("substrate", "software" + (f", {args.bits}-bit" if args.bits else ", float") if chip is None else
-             f"PCM, {chip['weight_bits']}-bit, {args.time} after programming, drift compensation "
-             f"{args.drift_compensation}"
-             + ("" if chip["readout_w_max"] is None else
-                f", readout on its own crossbar (w_max {chip['readout_w_max']:g})")),
-            ("tasks", str(args.tasks)), ("accuracy", f"{100 * m:.2f} % +- {100 * ci:.2f} % (95% CI)")]
-    w = max(len(r[0]) for r in rows)
-    for k, v in rows:
-        print(f"{k:<{w}}  {v}")
-    if args.json:
-        out = {"accuracy": m, "ci95": ci, "tasks": int(args.tasks), "ways": args.ways, "shots": args.shots,
-               "queries": args.queries, "steps": steps, "split": args.split, "part": args.part,
-               "seed": args.seed, "weights": src, "substrate": args.substrate, "bits": args.bits}
-        if chip is not None:
-            out.update(chip)
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    return 0
-
-
 def _bench(args) -> int:
     import torch
 
@@ -297,7 +154,5 @@ def _bench(args) -> int:
         print(f"{name:<14} {cfg.meta_batch:>10} {cfg.inner_steps:>5} {'2nd' if not cfg.first_order else '1st':>6} "
               f"{r['vectorised_it_s']:>12.3f} {r['loop_it_s']:>10.3f} {r['speedup']:>7.2f}x "
               f"{r['speedup_cpu']:>18.2f}x", flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args, {"presets": results})
     return 0

@@ -1,6 +1,7 @@
 """Meta-training of the spiking learner on a CUDA device: the captured-graph iteration against the eager one.
 
-Skipped without a GPU (CI has none); run on a GPU machine with ``python -m pytest tests/test_snn_cuda.py``.
+Skipped without a GPU (CI has none); run on a GPU machine with
+``python -m pytest tests/agents/eprop/test_eprop_cuda.py``.
 """
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pcmeta.agents import snn
+from pcmeta.agents import eprop
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_cuda_graph_needs_cuda(tmp_path):
     with pytest.raises(ValueError, match="CUDA"):
-        snn.meta_train(tmp_path, 1, batch=1, device="cpu", cuda_graph=True, progress=False)
+        eprop.meta_train(tmp_path, 1, batch=1, device="cpu", cuda_graph=True, progress=False)
 
 
 @cuda
@@ -25,8 +26,8 @@ def test_cuda_graph_meta_train_matches_eager(tmp_path, opts):
     """Same seed, same batches: the graph replay gives the eager loop's losses and weights (also with the
     voltage regularisation's max-pool/where ops and the threshold gradient in the captured graph)."""
     kw = dict(batch=8, checkpoint_every=2, seed=3, device="cuda", progress=False, **opts)
-    a = snn.meta_train(tmp_path / "eager", 4, cuda_graph=False, **kw)
-    b = snn.meta_train(tmp_path / "graph", 4, cuda_graph=True, **kw)
+    a = eprop.meta_train(tmp_path / "eager", 4, cuda_graph=False, **kw)
+    b = eprop.meta_train(tmp_path / "graph", 4, cuda_graph=True, **kw)
     assert b["cuda_graph"] and not a["cuda_graph"]
     la = np.array([h["loss"] for h in a["history"]])
     lb = np.array([h["loss"] for h in b["history"]])
@@ -34,7 +35,7 @@ def test_cuda_graph_meta_train_matches_eager(tmp_path, opts):
     np.testing.assert_allclose(lb[0], la[0], rtol=1e-5)  # first iteration: same weights, same batch
     np.testing.assert_allclose(lb, la, rtol=2e-2)  # later ones through Adam steps (spikes may flip)
     wa, wb = np.load(a["weights"]), np.load(b["weights"])
-    for k in snn.PARAM_KEYS:
+    for k in eprop.PARAM_KEYS:
         rel = np.linalg.norm(wa[k] - wb[k]) / np.linalg.norm(wa[k])
         assert rel < 1e-2, (k, rel)
 
@@ -42,12 +43,12 @@ def test_cuda_graph_meta_train_matches_eager(tmp_path, opts):
 @cuda
 def test_cuda_graph_resume_and_time_limit(tmp_path):
     """A time-limited run stops with a checkpoint; --resume continues to the end with the graph path."""
-    r = snn.meta_train(tmp_path, 50, batch=4, checkpoint_every=1000, device="cuda", progress=False,
+    r = eprop.meta_train(tmp_path, 50, batch=4, checkpoint_every=1000, device="cuda", progress=False,
                        time_limit_s=0.0)
     assert r["iteration"] == 0
-    r = snn.meta_train(tmp_path, 3, batch=4, checkpoint_every=1000, device="cuda", progress=False)
+    r = eprop.meta_train(tmp_path, 3, batch=4, checkpoint_every=1000, device="cuda", progress=False)
     assert r["iteration"] == 3 and (tmp_path / "checkpoint.pt").is_file()
-    r = snn.meta_train(tmp_path, 5, batch=4, checkpoint_every=1000, device="cuda", progress=False, resume=True)
+    r = eprop.meta_train(tmp_path, 5, batch=4, checkpoint_every=1000, device="cuda", progress=False, resume=True)
     assert r["iteration"] == 5 and [h["iteration"] for h in r["history"]] == [0, 1, 2, 3, 4]
 
 

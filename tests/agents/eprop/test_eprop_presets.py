@@ -1,6 +1,7 @@
-"""Tests of the arm learner's PCM deployment presets (pcmeta.agents.snn.ARM_PCM_PRESETS): the properties the
-"tuned" preset relies on (unbiased rounding keeps the one update's effect, updates written in the
-drift-compensated frame move the effective weights by dW) and that it learns on PCM one day after programming."""
+"""Tests of the arm learner's PCM deployments (``Deployment.preset("pcm" / "paper", family="arm")``, the CLI's
+``--pcm-preset tuned`` / ``authors``): the properties the "pcm" deployment relies on (unbiased rounding keeps the
+one update's effect, updates written in the drift-compensated frame move the effective weights by dW) and that it
+learns on PCM one day after programming."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pcmeta.agents import snn
+from pcmeta.agents import eprop
 from pcmeta.hardware import PCMConfig, PCMSubstrate
+from pcmeta.hardware.deployment import Deployment
 from pcmeta.tasks import trajectories as traj
 
 
@@ -19,7 +21,7 @@ def released(reference_dir):
     path = reference_dir / "authors_arm_natural_eprop.npz"
     if not path.is_file():
         pytest.fail(f"released arm weights missing at {path}")
-    return snn.load_weights(path)
+    return eprop.load_weights(path)
 
 
 def test_stochastic_rounding_keeps_the_update_nearest_loses_it(released):
@@ -33,8 +35,8 @@ def test_stochastic_rounding_keeps_the_update_nearest_loses_it(released):
         return torch.floor(u + torch.rand(u.shape, generator=g, dtype=u.dtype)) / 16.0
 
     loss = {}
-    for name, tr in (("float", None), ("nearest", snn.round_to_grid), ("stochastic", stochastic)):
-        loss[name] = float(np.mean(snn.evaluate(released, targets, batch_size=40, update_transform=tr)["loss_after"]))
+    for name, tr in (("float", None), ("nearest", eprop.round_to_grid), ("stochastic", stochastic)):
+        loss[name] = float(np.mean(eprop.evaluate(released, targets, batch_size=40, update_transform=tr)["loss_after"]))
     assert loss["nearest"] > 1.8 * loss["float"], loss  # measured 0.0268 vs 0.0124
     assert loss["stochastic"] < 1.4 * loss["float"], loss
 
@@ -79,18 +81,18 @@ def test_update_frame_is_validated_and_ignored_without_compensation():
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-def test_presets_and_factory():
-    tuned = snn.ARM_PCM_PRESETS["tuned"].config()
-    authors = snn.ARM_PCM_PRESETS["authors"].config()
+def test_arm_pcm_deployments_and_their_chips():
+    pcm, paper = Deployment.preset("pcm", family="arm"), Deployment.preset("paper", family="arm")
+    tuned, authors = pcm.pcm_config(), paper.pcm_config()
     assert (authors.update_rounding, authors.drift_compensation, authors.w_max) == ("nearest", "none", 1.0)
     assert (tuned.update_rounding, tuned.drift_compensation, tuned.w_max) == ("stochastic", "global", None)
+    assert (tuned.update_frame, authors.update_frame) == ("compensated", "device")
     assert tuned.update_grid == authors.update_grid == 1.0 / 16  # the same device step (1.5625 uS)
-    make = snn.pcm_substrate_factory("tuned", seed=2)
-    a, b = make(), make()
-    assert a.config.update_frame == "compensated" and a.config.seed != b.config.seed
-    assert isinstance(snn.pcm_substrate_factory("authors")(), PCMSubstrate)
+    assert pcm.clip == paper.clip == 1.0 and pcm.time_s == paper.time_s == 60.0
+    a, b = (pcm.build(eprop.chip_seed(2, k)) for k in (1, 2))
+    assert isinstance(a.main, PCMSubstrate) and a.main.config.seed == 2 * 100003 + 1 != b.main.config.seed
     with pytest.raises(ValueError, match="update_rounding"):
-        snn.ARM_PCM_PRESETS["tuned"].config(update_rounding="up")
+        pcm.with_(config={"update_rounding": "up"})
 
 
 def test_tuned_preset_learns_one_day_after_programming(released, tmp_path, capsys):
@@ -104,9 +106,10 @@ def test_tuned_preset_learns_one_day_after_programming(released, tmp_path, capsy
         assert main(["arm", "eval", "--substrate", "pcm", "--pcm-preset", preset, "--time", "1d", "--tasks", "4",
                      "--seed", "5", "--json", str(js)]) == 0
         out[preset] = json.loads(js.read_text())
-    assert out["tuned"]["pcm_preset"] == "tuned" and out["tuned"]["compensated_update"] is True
-    assert out["tuned"]["pcm_config"]["update_rounding"] == "stochastic"
+    dep = out["tuned"]["deployment"]
+    assert dep["name"] == "pcm" and dep["time_s"] == 86400.0 and dep["config"]["update_frame"] == "compensated"
+    assert dep["config"]["update_rounding"] == "stochastic" and out["authors"]["deployment"]["name"] == "paper"
     assert out["tuned"]["loss_after"] < 0.05, out["tuned"]
     assert out["tuned"]["loss_after"] < 0.5 * out["authors"]["loss_after"], (out["tuned"], out["authors"])
     assert out["tuned"]["loss_after"] < 0.25 * out["tuned"]["loss_before"]
-    assert "preset tuned" in capsys.readouterr().out
+    assert "deployment pcm (t = 1d)" in capsys.readouterr().out

@@ -6,7 +6,7 @@ some thirty elementwise ops over the activations. :func:`batch_norm_train` keeps
 supplies the double backward in closed form, mostly as two more calls of the native backward kernel.
 Channels-last inputs give channels-last outputs and gradients; their batch statistics are computed in two
 passes (see :class:`_BatchNorm`). In float32 it is at least as accurate as ``F.batch_norm``'s own second
-derivatives (tests/test_maml.py).
+derivatives (tests/agents/maml/test_maml.py).
 
 Math, per channel with m elements: ``xh = (x - mean) r``, ``r = (var + eps)^-1/2``, ``y = w xh + b``.
 Backward for an output gradient g: ``gb = sum g``, ``gw = sum g xh``, ``gx = w r P(g)`` with the projection
@@ -22,36 +22,23 @@ Double backward for incoming (qx, qw, qb) on (gx, gw, gb), with ``c = mean(g xh)
 P ignores per-channel constants, so qx and g enter centred: no cancellation when they have large
 per-channel means.
 (checked against finite differences by ``torch.autograd.gradgradcheck`` and against the native op's own
-second derivatives in tests/test_maml.py).
+second derivatives in tests/agents/maml/test_maml.py).
 """
 from __future__ import annotations
 
 import torch
 from torch.autograd import Function
 
+from .memory_format import is_channels_last, like, rows
+
 _bn = torch.ops.aten.native_batch_norm
 _bn_backward = torch.ops.aten.native_batch_norm_backward
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    """True for a 4-D tensor stored channels-last (and not also plainly contiguous)."""
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _like(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """t contiguous in x's memory format (channels-last or plain): the native kernels are fast on both."""
-    return t.contiguous(memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """A channels-last (N, C, H, W) tensor as the (N*H*W, C) matrix it is in memory (a view)."""
-    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-
-
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
     """Per-channel sum of t (N, C, ...) over every other axis (a channels-last 4-D t is summed as its rows)."""
-    if _channels_last(t):
-        return _rows(t).sum(0)
+    if is_channels_last(t):
+        return rows(t).sum(0)
     return t.sum(tuple(i for i in range(t.dim()) if i != 1))
 
 
@@ -63,15 +50,15 @@ def _channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class _BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        if _channels_last(x):
+        if is_channels_last(x):
             # torch's channels-last CPU kernel gets float32 statistics much less accurately than its NCHW kernel
             # (measured on post-ReLU activations: normalised outputs off by 1e-4 instead of 1e-6), which second-order
-            # MAML amplifies (1e-2 to 0.2 relative meta-gradient errors seen, tests/test_maml.py). Two passes over
-            # the (N*H*W, C) memory instead (mean, then the mean of squared deviations); the native kernel
-            # normalises with them.
-            rows = _rows(x)
-            mean = rows.mean(0)
-            var = (rows - mean).square_().mean(0)
+            # MAML amplifies (1e-2 to 0.2 relative meta-gradient errors seen, tests/agents/maml/test_maml.py). Two
+            # passes over the (N*H*W, C) memory instead (mean, then the mean of squared deviations); the native
+            # kernel normalises with them.
+            xr = rows(x)
+            mean = xr.mean(0)
+            var = (xr - mean).square_().mean(0)
             invstd = (var + eps).rsqrt()
             y = _bn(x, weight, bias, mean, var, False, 0.0, eps)[0]
         else:
@@ -90,7 +77,7 @@ class _BatchNorm(Function):
 class _BatchNormBackward(Function):
     @staticmethod
     def forward(ctx, g, x, weight, mean, invstd, eps):
-        g = _like(x, g)
+        g = like(x, g)
         gx, gw, gb = _bn_backward(g, x, weight, None, None, mean, invstd, True, eps, [True, True, True])
         ctx.save_for_backward(g, x, weight, mean, invstd, gw, gb)
         ctx.eps = eps
@@ -105,7 +92,7 @@ class _BatchNormBackward(Function):
         g, x, w, mean, r, sum_gxh, sum_g = ctx.saved_tensors
         eps = ctx.eps
         m = x.numel() // x.shape[1]
-        qx = _like(x, qx)
+        qx = like(x, qx)
         C = lambda v: _channel(v, x)  # noqa: E731
         wr = w * r
         # P removes per-channel constants, so qx and g enter centred: no cancellation when either has a large

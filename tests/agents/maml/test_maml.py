@@ -49,8 +49,8 @@ def test_vectorised_meta_gradient_equals_per_task_loop(omniglot_dir, arch_preset
     p = {k: v + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p.items()}
     l1, a1, g1 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg, vectorise=vectorise), p)
     # the same in chunks of tasks (CPU speed-up) must not change anything
-    monkeypatch.setattr(M, "CHUNK_IMAGES", 2 * sx.shape[1])
-    monkeypatch.setattr(M, "CHUNK_TASK_IMAGES", 2 * (sx.shape[1] + qx.shape[1]))
+    monkeypatch.setattr(M.network, "CHUNK_IMAGES", 2 * sx.shape[1])
+    monkeypatch.setattr(M.inner, "CHUNK_TASK_IMAGES", 2 * (sx.shape[1] + qx.shape[1]))
     l3, a3, g3 = _grads(lambda P: M.meta_loss(P, sx, sy, qx, qy, cfg, vectorise=vectorise), p)
     assert l3.item() == pytest.approx(l1.item(), rel=1e-12)
     for a, b in zip(g1, g3):
@@ -106,8 +106,8 @@ def test_grouped_conv_third_derivative_and_batch_norm_limits():
     """conv2d_grouped stays differentiable beyond second order (equal to F.conv2d, also when the incoming gradient
     has another memory format than the input); batch_norm_train's double backward refuses to be differentiated
     (its closed form treats the statistics as constants) and one value per channel is refused as F.batch_norm does."""
-    from pcmeta.agents.batchnorm import batch_norm_train
-    from pcmeta.agents.conv import conv2d_grouped
+    from pcmeta.agents.maml.ops import batch_norm_train
+    from pcmeta.agents.maml.ops import conv2d_grouped
 
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 4, 7, 7, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
@@ -140,7 +140,7 @@ def test_grouped_conv_third_derivative_and_batch_norm_limits():
 def test_grouped_conv_double_backward(groups, x_grad, channels_last):
     """conv2d_grouped: gradcheck/gradgradcheck, and F.conv2d's own first and second derivatives (float64),
     in NCHW and channels-last; outputs and input gradients keep the input's memory format."""
-    from pcmeta.agents.conv import conv2d_grouped
+    from pcmeta.agents.maml.ops import conv2d_grouped
 
     g = torch.Generator().manual_seed(0)
     cl = torch.channels_last if channels_last else torch.contiguous_format
@@ -171,7 +171,7 @@ def test_grouped_conv_double_backward(groups, x_grad, channels_last):
 def test_closed_form_batch_norm_double_backward(shape, channels_last):
     """batch_norm_train: the native forward/backward and a hand-written double backward; finite differences
     (gradgradcheck) and the native op's own double backward agree; channels-last stays channels-last."""
-    from pcmeta.agents.batchnorm import batch_norm_train
+    from pcmeta.agents.maml.ops import batch_norm_train
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1
@@ -203,7 +203,7 @@ def test_closed_form_batch_norm_double_backward(shape, channels_last):
 def test_batch_norm_double_backward_float32_with_large_mean_gradients(channels_last):
     """float32 second derivatives with an incoming gradient of large per-channel mean (10, spread 0.1) and an input
     of mean 3: within 5e-5 of float64 (F.batch_norm's own: ~1e-5 NCHW, ~1e-3 channels-last, measured)."""
-    from pcmeta.agents.batchnorm import batch_norm_train
+    from pcmeta.agents.maml.ops import batch_norm_train
 
     g = torch.Generator().manual_seed(0)
     shape = (20, 16, 14, 14)
@@ -227,9 +227,9 @@ def test_batch_norm_double_backward_float32_with_large_mean_gradients(channels_l
 def test_fused_task_batch_norm_equals_formula():
     z = torch.randn(4 * 6, 8, 5, 5, dtype=torch.float64)
     want = M.batch_norm(z.view(4, 6, 8, 5, 5), 1e-3).reshape(24, 8, 5, 5)
-    torch.testing.assert_close(M._bn_tasks(z, 4, 1e-3), want)
+    torch.testing.assert_close(M.network.batch_norm_tasks(z, 4, 1e-3), want)
     # batch statistics: every (task, channel) is normalised to mean 0, variance v/(v+eps)
-    out = M._bn_tasks(z, 4, 1e-3).view(4, 6, 8, 5, 5)
+    out = M.network.batch_norm_tasks(z, 4, 1e-3).view(4, 6, 8, 5, 5)
     torch.testing.assert_close(out.mean(dim=(1, 3, 4)), torch.zeros(4, 8, dtype=torch.float64))
 
 

@@ -15,14 +15,15 @@ both linear in ``gz``. The double backward, for incoming ``(qx, qW)`` on ``(gx, 
 
 each one call of ``aten.convolution_backward`` or ``aten.convolution`` over all groups. The double backward is
 built from differentiable native ops, so higher derivatives stay available (through torch's generic rules).
-Checked against ``F.conv2d``'s first, second and third derivatives and by gradgradcheck in tests/test_maml.py.
+Checked against ``F.conv2d``'s first, second and third derivatives and by gradgradcheck in
+tests/agents/maml/test_maml.py.
 """
 from __future__ import annotations
 
 import torch
 from torch.autograd import Function
 
-from .batchnorm import _like
+from .memory_format import like
 
 _conv = torch.ops.aten.convolution
 _conv_backward = torch.ops.aten.convolution_backward
@@ -40,7 +41,7 @@ class _Conv(Function):
         x, w = ctx.saved_tensors
         # gradients in the input's memory format; converted here, outside the Function, so that the conversion
         # stays on the graph (higher derivatives)
-        gz = _like(x, gz)
+        gz = like(x, gz)
         gx, gw = _ConvBackward.apply(gz, x, w, ctx.geom, ctx.needs_input_grad[0])
         return gx, gw, None, None, None
 

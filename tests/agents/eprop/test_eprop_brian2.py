@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from pcmeta.agents import snn
+from pcmeta.agents import eprop
 from pcmeta.tasks import trajectories as traj
 
-from pcmeta.agents.snn_brian2 import Brian2OneShot, evaluate_brian2  # brian2 is a hard dependency: no skip
+from pcmeta.agents.eprop import Brian2OneShot, evaluate_brian2  # brian2 is a hard dependency: no skip
 
 
 @pytest.fixture(scope="module")
 def released64(reference_dir):
-    return snn.load_weights(reference_dir / "authors_arm_natural_eprop.npz", dtype=torch.float64)
+    return eprop.load_weights(reference_dir / "authors_arm_natural_eprop.npz", dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,11 @@ def net(released64):
 
 def _torch_episode(p, clock, x_lsg):
     with torch.no_grad():
-        lsg = snn.run_snn(snn.LSG, x_lsg, p["W_in_lsg"], p["W_rec_lsg"], p["W_out_lsg"])
-        demo = snn.run_snn(snn.LEARNER, clock, p["W_in_trainee"], p["W_rec_trainee"], p["W_out_trainee"],
+        lsg = eprop.run_snn(eprop.LSG, x_lsg, p["W_in_lsg"], p["W_rec_lsg"], p["W_out_lsg"])
+        demo = eprop.run_snn(eprop.LEARNER, clock, p["W_in_trainee"], p["W_rec_trainee"], p["W_out_trainee"],
                            record_psi=True)
-        dW_in, dW_rec = snn.eprop_update(clock, demo.z, demo.psi, lsg.y, snn.LEARNER.alpha)
-        after = snn.run_snn(snn.LEARNER, clock, p["W_in_trainee"] + dW_in, p["W_rec_trainee"] + dW_rec,
+        dW_in, dW_rec = eprop.eprop_update(clock, demo.z, demo.psi, lsg.y, eprop.LEARNER.alpha)
+        after = eprop.run_snn(eprop.LEARNER, clock, p["W_in_trainee"] + dW_in, p["W_rec_trainee"] + dW_rec,
                             p["W_out_trainee"])
     return lsg, demo, after, dW_in[0].numpy(), dW_rec[0].numpy()
 
@@ -36,7 +36,7 @@ def _torch_episode(p, clock, x_lsg):
 def test_brian2_agrees_with_torch_float64(net, released64, seed):
     """Acceptance 1: spikes identical on >= 99 % of (neuron, step) entries, outputs within 1e-3, updates 1 %."""
     tg = traj.sample_targets(1, rng=seed)
-    clock, x_lsg = snn.episode_inputs(tg, dtype=torch.float64)
+    clock, x_lsg = eprop.episode_inputs(tg, dtype=torch.float64)
     ep = net.episode(x_lsg[0].numpy(), clock.numpy())
     lsg, demo, after, dW_in, dW_rec = _torch_episode(released64, clock, x_lsg)
     assert lsg.z.sum() > 100 and demo.z.sum() > 100  # both networks are active
@@ -64,7 +64,7 @@ def test_brian2_input_timing_first_step(net, released64):
     spikes = np.nonzero(out["z"][:, 3])[0].tolist()
     assert spikes == [0, 10, 20, 30, 40]
     assert out["z"].sum() == 5
-    ref = snn.run_snn(snn.LEARNER, torch.from_numpy(clock), torch.from_numpy(W_in), torch.zeros(250, 250,
+    ref = eprop.run_snn(eprop.LEARNER, torch.from_numpy(clock), torch.from_numpy(W_in), torch.zeros(250, 250,
                       dtype=torch.float64), released64["W_out_trainee"])
     assert np.array_equal(ref.z[0].numpy(), out["z"])
     np.testing.assert_allclose(out["omega"], ref.y[0].numpy(), atol=1e-12)
@@ -74,7 +74,7 @@ def test_brian2_on_software_substrate_equals_plain(net, released64):
     from pcmeta.hardware import SoftwareSubstrate
 
     tg = traj.sample_targets(1, rng=21)
-    clock, x_lsg = snn.episode_inputs(tg, dtype=torch.float64)
+    clock, x_lsg = eprop.episode_inputs(tg, dtype=torch.float64)
     plain = net.episode(x_lsg[0].numpy(), clock.numpy())
     sub = SoftwareSubstrate()
     on_sub = net.episode(x_lsg[0].numpy(), clock.numpy(), substrate=sub)
@@ -102,7 +102,7 @@ def test_brian2_synaptic_accumulation_equals_monitor_product(net, released64):
     """The update accumulated on every synapse during the trial equals the product of neuron records."""
     syn = Brian2OneShot(released64, target="numpy", accumulate="synapses")
     tg = traj.sample_targets(1, rng=31)
-    clock, x_lsg = snn.episode_inputs(tg, dtype=torch.float64)
+    clock, x_lsg = eprop.episode_inputs(tg, dtype=torch.float64)
     a = net.episode(x_lsg[0].numpy(), clock.numpy())
     b = syn.episode(x_lsg[0].numpy(), clock.numpy())
     for k in ("dW_in", "dW_rec"):
@@ -115,7 +115,7 @@ def test_brian2_synaptic_accumulation_equals_monitor_product(net, released64):
 
 def test_demonstration_and_test_runs_equal_one_run_episode(net, released64):
     tg = traj.sample_targets(1, rng=41)
-    clock, x_lsg = snn.episode_inputs(tg, dtype=torch.float64)
+    clock, x_lsg = eprop.episode_inputs(tg, dtype=torch.float64)
     ep = net.episode(x_lsg[0].numpy(), clock.numpy())
     demo = net.demonstration(x_lsg[0].numpy(), clock.numpy())
     P = net.params

@@ -1,5 +1,5 @@
 """Deployment of the spiking one-shot learner in brian2: the learning network and the LSG as NeuronGroups
-and Synapses with exactly the discrete-time dynamics of :mod:`pcmeta.agents.snn` (SPEC section 2).
+and Synapses with exactly the discrete-time dynamics of :mod:`pcmeta.agents.eprop.network` (SPEC section 2).
 
 How the discrete-time model is mapped onto brian2's schedule (one brian2 time step of dt = 1 ms):
 
@@ -33,10 +33,11 @@ or (``accumulate="synapses"``) every synapse accumulates its own entry during th
 slower). The diagonal of W_rec does not exist as a synapse (no self-connections).
 
 Weights: the learning network's W_in, W_rec (and W_out) come from a :mod:`pcmeta.hardware` substrate when
-:meth:`Brian2OneShot.episode` is given one: they are ``read()`` once per trial (so PCM read noise is drawn
-per trial, not per time step, in brian2; the torch :class:`pcmeta.agents.snn.EpropLearner` does one substrate
-MVM per time step instead), and the update is written with ``update(dW)`` (on PCM: quantized to the update
-grid, changed devices re-programmed) before being read back for the test trial.
+:meth:`Brian2OneShot.episode` is given one, placed by :class:`~pcmeta.agents.eprop.learner.LearnerPlacement`
+as in the torch engine: they are ``read()`` once per trial (so PCM read noise is drawn per trial, not per time
+step, in brian2; the torch :class:`~pcmeta.agents.eprop.learner.EpropLearner` does one substrate MVM per time
+step instead), and the update is written with ``update(dW)`` (on PCM: quantized to the update grid, changed
+devices re-programmed) before being read back for the test trial.
 
 Code generation: ``target="numpy"`` (default: no compiler needed) or ``"cython"`` (compiled once, about
 2-3 minutes on 2 cores, then cached by brian2 in ~/.cython/brian_extensions). The networks are built once
@@ -51,10 +52,14 @@ import types
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
-from pcmeta.agents.snn import ETA, LEARNER, LSG, SNNConfig
+from pcmeta.hardware import Substrate, SynapticArray
 
-__all__ = ["Brian2OneShot", "evaluate_brian2"]
+from .config import ETA, LEARNER, LSG, SNNConfig
+from .learner import LearnerPlacement
+
+__all__ = ["Brian2OneShot"]
 
 _NEURON_VARS = """
 v : 1
@@ -126,6 +131,16 @@ def _no_gc_in_run():
         bnet.gc = saved
 
 
+def _float64(v: Any) -> np.ndarray:
+    return (v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)).astype(np.float64)
+
+
+def _read64(array: SynapticArray) -> np.ndarray:
+    """The weights an array reads now, as float64 numpy."""
+    w = array.read()
+    return _float64(w) if torch.is_tensor(w) else np.asarray(w, dtype=np.float64)
+
+
 class Brian2OneShot:
     """The two networks in brian2, built once, reused for every task.
 
@@ -157,20 +172,33 @@ class Brian2OneShot:
             raise ValueError(f"accumulate must be 'monitors' or 'synapses', got {accumulate!r}")
         b2.prefs.codegen.target = target
         b2.prefs.core.default_float_dtype = np.float64
-        self.b2 = b2
-        self.T = int(T)
-        self.eta = float(eta)
-        self.record = record
-        self.target = target
+        self.b2, self.T, self.eta, self.record, self.target = b2, int(T), float(eta), record, target
         self.accumulate = accumulate
-        P = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)).astype(np.float64)
-             for k, v in params.items()}
-        self.params = P
-        dt = 1.0 * b2.ms
-        self.dt = dt
+        self.params = {k: _float64(v) for k, v in params.items()}
+        self.dt = 1.0 * b2.ms
         t0 = time.perf_counter()
+        self.groups: dict[str, Any] = {}
+        self.syn: dict[str, Any] = {}
+        self._build_inputs()
+        self._build_lsg()
+        self._build_learner()
+        self._build_monitors()
+        self._boundary_fn = None
+        self._boundary_out: dict = {}
+        boundary = b2.NetworkOperation(self._boundary, dt=self.dt, when="start", order=-10, name="boundary")
+        g, s = self.groups, self.syn
+        extra = [s["s_in_acc"]] if "s_in_acc" in s else []
+        self.net = b2.Network(self.in_lsg, self.in_clk, g["relay"], s["s_relay"], g["lsg"], g["lsg_out"],
+                              s["s_in_lsg"], s["s_rec_lsg"], s["s_out_lsg"], g["learner"], g["learner_out"],
+                              s["s_in"], s["s_rec"], s["s_out"], boundary, *extra, *self.mon.values())
+        self.net.store("fresh")
+        self.build_s = time.perf_counter() - t0
+        self.codegen_s = None  # wall time of the first run (code generation / compilation happens there)
 
-        # ---- inputs
+    # ------------------------------------------------------------------------------------------ building
+    def _build_inputs(self) -> None:
+        """Spike generators of both networks' inputs and the relay that holds the clock's input trace."""
+        b2, dt = self.b2, self.dt
         self.in_lsg = b2.SpikeGeneratorGroup(LSG.n_in, np.zeros(0, np.int32), np.zeros(0) * b2.ms, dt=dt,
                                              name="in_lsg")
         self.in_clk = b2.SpikeGeneratorGroup(LEARNER.n_in, np.zeros(0, np.int32), np.zeros(0) * b2.ms, dt=dt,
@@ -179,68 +207,64 @@ class Brian2OneShot:
         relay.run_regularly("ebar = alpha * ebar + x\nx = 0", when="groups")
         s_relay = b2.Synapses(self.in_clk, relay, on_pre="x_post = 1", dt=dt, name="s_relay")
         s_relay.connect(j="i")
+        self.groups["relay"], self.syn["s_relay"] = relay, s_relay
 
-        # ---- LSG
+    def _build_lsg(self) -> None:
+        """The learning-signal generator (560 LIF + 240 ALIF) and its leaky readout."""
+        b2, dt, P = self.b2, self.dt, self.params
         lsg = b2.NeuronGroup(LSG.n_rec, _NEURON_VARS, threshold="z > 0.5", reset="", dt=dt, name="lsg",
                              namespace=_ns(LSG))
         lsg.beta_n = np.r_[np.zeros(LSG.n_rec - LSG.n_alif), np.full(LSG.n_alif, LSG.beta)]
         lsg.run_regularly(_NEURON_UPDATE, when="groups")
         lsg_out = b2.NeuronGroup(LSG.n_out, _READOUT_VARS, dt=dt, name="lsg_out", namespace=_ns(LSG))
         lsg_out.run_regularly(_READOUT_UPDATE, when="after_synapses", order=0)
-        s_in_lsg = self._synapses(self.in_lsg, lsg, P["W_in_lsg"], "s_in_lsg")
-        s_rec_lsg = self._synapses(lsg, lsg, P["W_rec_lsg"], "s_rec_lsg", no_diag=True)
-        s_out_lsg = self._synapses(lsg, lsg_out, P["W_out_lsg"], "s_out_lsg")
+        self.groups.update(lsg=lsg, lsg_out=lsg_out)
+        self.syn["s_in_lsg"] = self._synapses(self.in_lsg, lsg, P["W_in_lsg"], "s_in_lsg")
+        self.syn["s_rec_lsg"] = self._synapses(lsg, lsg, P["W_rec_lsg"], "s_rec_lsg", no_diag=True)
+        self.syn["s_out_lsg"] = self._synapses(lsg, lsg_out, P["W_out_lsg"], "s_out_lsg")
 
-        # ---- learning network
+    def _build_learner(self) -> None:
+        """The learning network (250 LIF) with g = psi * L (L linked to the LSG readout) and its readout."""
+        b2, dt, P = self.b2, self.dt, self.params
         learner = b2.NeuronGroup(LEARNER.n_rec, _NEURON_VARS + "g : 1\nL : 1 (linked)", threshold="z > 0.5",
                                  reset="", dt=dt, name="learner", namespace=_ns(LEARNER))
         learner.beta_n = 0.0
-        learner.L = b2.linked_var(lsg_out, "y")
+        learner.L = b2.linked_var(self.groups["lsg_out"], "y")
         learner.run_regularly(_NEURON_UPDATE, when="groups")
         learner.run_regularly("g = psi * L", when="after_synapses", order=1, name="learner_g")
         learner_out = b2.NeuronGroup(LEARNER.n_out, _READOUT_VARS, dt=dt, name="learner_out",
                                      namespace=_ns(LEARNER))
         learner_out.run_regularly(_READOUT_UPDATE, when="after_synapses", order=0)
-        acc_model = "w : 1\nacc : 1" if accumulate == "synapses" else "w : 1"
+        self.groups.update(learner=learner, learner_out=learner_out)
+        acc_model = "w : 1\nacc : 1" if self.accumulate == "synapses" else "w : 1"
         s_in = self._synapses(self.in_clk, learner, P["W_in_trainee"], "s_in")
         s_rec = self._synapses(learner, learner, P["W_rec_trainee"], "s_rec", no_diag=True, model=acc_model)
-        s_out = self._synapses(learner, learner_out, P["W_out_trainee"], "s_out")
-        extra = []
-        if accumulate == "synapses":
+        self.syn.update(s_in=s_in, s_rec=s_rec, s_out=self._synapses(learner, learner_out, P["W_out_trainee"],
+                                                                     "s_out"))
+        if self.accumulate == "synapses":
             # The input trace lives on the relay (a generator has no state), so the input weights' update is
             # accumulated on a parallel relay -> learner synapse set without spike effects (same (i, j) layout).
-            s_in_acc = b2.Synapses(relay, learner, "acc : 1", dt=dt, name="s_in_acc")
+            s_in_acc = b2.Synapses(self.groups["relay"], learner, "acc : 1", dt=dt, name="s_in_acc")
             s_in_acc.connect(i=s_in.i[:], j=s_in.j[:])
             s_in_acc.run_regularly("acc += ebar_pre * g_post", when="end", order=2, name="s_in_acc_ru")
             s_rec.run_regularly("acc += ebar_pre * g_post", when="end", order=2, name="s_rec_acc_ru")
-            extra.append(s_in_acc)
+            self.syn["s_in_acc"] = s_in_acc
 
-        self.groups = {"lsg": lsg, "lsg_out": lsg_out, "learner": learner, "learner_out": learner_out,
-                       "relay": relay}
-        self.syn = {"s_in_lsg": s_in_lsg, "s_rec_lsg": s_rec_lsg, "s_out_lsg": s_out_lsg, "s_in": s_in,
-                    "s_rec": s_rec, "s_out": s_out, "s_relay": s_relay}
-        if extra:
-            self.syn["s_in_acc"] = extra[0]
-        mon = lambda g, v, name: b2.StateMonitor(g, v, record=True, when="end", order=5, name=name)  # noqa
-        self.mon = {"lsg_y": mon(lsg_out, "y", "mon_lsg_y"), "learner_y": mon(learner_out, "y", "mon_learner_y")}
-        if accumulate == "monitors":
-            self.mon["learner_acc"] = mon(learner, ["g", "ebar"], "mon_learner_acc")
-            self.mon["relay"] = mon(relay, "ebar", "mon_relay")
-        if record:
-            self.mon["lsg_z"] = mon(lsg, "z", "mon_lsg_z")
-            self.mon["learner"] = mon(learner, ["z", "psi"], "mon_learner")
-        self._lsg_objects = [self.in_lsg, lsg, lsg_out, s_in_lsg, s_rec_lsg, s_out_lsg, self.mon["lsg_y"]]
-        if record:
-            self._lsg_objects.append(self.mon["lsg_z"])
-        self._boundary_fn = None
-        self._boundary_out: dict = {}
-        boundary = b2.NetworkOperation(self._boundary, dt=dt, when="start", order=-10, name="boundary")
-        self.net = b2.Network(self.in_lsg, self.in_clk, relay, s_relay, lsg, lsg_out, s_in_lsg, s_rec_lsg,
-                              s_out_lsg, learner, learner_out, s_in, s_rec, s_out, boundary, *extra,
-                              *self.mon.values())
-        self.net.store("fresh")
-        self.build_s = time.perf_counter() - t0
-        self.codegen_s = None  # wall time of the first run (code generation / compilation happens there)
+    def _build_monitors(self) -> None:
+        """State monitors of both readouts, of the update's ingredients and (``record``) of spikes and psi."""
+        b2, g = self.b2, self.groups
+        mon = lambda grp, v, name: b2.StateMonitor(grp, v, record=True, when="end", order=5, name=name)  # noqa
+        self.mon = {"lsg_y": mon(g["lsg_out"], "y", "mon_lsg_y"),
+                    "learner_y": mon(g["learner_out"], "y", "mon_learner_y")}
+        if self.accumulate == "monitors":
+            self.mon["learner_acc"] = mon(g["learner"], ["g", "ebar"], "mon_learner_acc")
+            self.mon["relay"] = mon(g["relay"], "ebar", "mon_relay")
+        if self.record:
+            self.mon["lsg_z"] = mon(g["lsg"], "z", "mon_lsg_z")
+            self.mon["learner"] = mon(g["learner"], ["z", "psi"], "mon_learner")
+        s = self.syn
+        self._lsg_objects = [self.in_lsg, g["lsg"], g["lsg_out"], s["s_in_lsg"], s["s_rec_lsg"], s["s_out_lsg"],
+                             self.mon["lsg_y"]] + ([self.mon["lsg_z"]] if self.record else [])
 
     def _synapses(self, src, tgt, W: np.ndarray, name: str, no_diag: bool = False, model: str = "w : 1"):
         b2 = self.b2
@@ -354,54 +378,76 @@ class Brian2OneShot:
             out["z"] = self.mon["learner"].z[:, 1:].T.copy()
         return out
 
-    def episode(self, x_lsg: np.ndarray, clock: np.ndarray, substrate: Any = None,
-                digital_readout: bool = False, settle_s: float = 0.0, clip: float | None = None) -> dict[str, Any]:
+    def episode(self, x_lsg: np.ndarray, clock: np.ndarray, substrate: Substrate | None = None,
+                digital_readout: bool = False, settle_s: float = 0.0, clip: float | None = None,
+                query_wait_s: float = 0.0) -> dict[str, Any]:
         """Demonstration (with LSG) -> one update -> test, for one task, in one brian2 run.
 
         Without ``substrate`` the update is added to the float64 weights. With a substrate, the learning
-        network's W_in / W_rec (and W_out unless ``digital_readout``) are placed on it (clipped to
+        network's W_in / W_rec (and W_out unless ``digital_readout``) are placed on it
+        (:class:`~pcmeta.agents.eprop.learner.LearnerPlacement`, names ``brian2.W_in`` etc., clipped to
         [-clip, clip] first if ``clip``), ``settle_s`` seconds of simulated time pass, the weights are read
         for the demonstration trial (read noise and drift drawn once per trial), the update is written with
-        ``update()`` (PCM: quantized, changed devices re-programmed) and the weights read back for the test
-        trial. Returns omega_before, omega_after (T, 2), dW_in, dW_rec, L (T, 250), wall time ``time_s``
-        and, with ``record``, z_lsg, z_demo, z_test, psi.
+        ``update()`` (PCM: quantized, changed devices re-programmed), ``query_wait_s`` more seconds pass and the
+        weights are read back for the test trial. (A :class:`pcmeta.hardware.Deployment`'s substrate brings its
+        own clip and placement rules: leave ``clip`` and ``digital_readout`` unset with one.)
+
+        Returns omega_before, omega_after (T, 2), dW_in, dW_rec, L (T, 250), wall time ``time_s`` and, with
+        ``record``, z_lsg, z_demo, z_test, psi.
         """
         P = self.params
-        T = self.T
         t0 = time.perf_counter()
-        arrays: dict[str, Any] = {}
+        placement = None
         if substrate is None:
             W0 = (P["W_in_trainee"], P["W_rec_trainee"], P["W_out_trainee"])
 
             def fn(dW_in, dW_rec):
                 return P["W_in_trainee"] + dW_in, P["W_rec_trainee"] + dW_rec, P["W_out_trainee"]
         else:
-            c = (lambda W: np.clip(W, -clip, clip)) if clip is not None else (lambda W: W.copy())  # noqa: E731
-            arrays["W_in"] = substrate.place("brian2.W_in", c(P["W_in_trainee"]))
-            arrays["W_rec"] = substrate.place("brian2.W_rec", c(P["W_rec_trainee"] * (1 - np.eye(LEARNER.n_rec))))
-            if not digital_readout:
-                arrays["W_out"] = substrate.place("brian2.W_out", c(P["W_out_trainee"]))
+            placement = self.placement(clip=clip, digital_readout=digital_readout)
+            arrays = placement.place(substrate)
             if settle_s:
                 substrate.elapse(settle_s)
-            rd = lambda k: np.asarray(arrays[k].read(), dtype=np.float64)  # noqa: E731
-            w_out = lambda: rd("W_out") if not digital_readout else P["W_out_trainee"]  # noqa: E731
-            W0 = (rd("W_in"), rd("W_rec"), w_out())
+            W0 = self.read_weights(placement, arrays)
 
             def fn(dW_in, dW_rec):
                 arrays["W_in"].update(dW_in)
                 arrays["W_rec"].update(dW_rec)
-                return rd("W_in"), rd("W_rec"), w_out()
+                if query_wait_s:
+                    substrate.elapse(query_wait_s)
+                return self.read_weights(placement, arrays)
         try:
             self._prepare(*W0, x_lsg, clock, repeat_clock=True)
             self._boundary_fn = fn
             self._boundary_out = {}
-            self._run(2 * (T + 1), True)
+            self._run(2 * (self.T + 1), True)
         finally:
             self._boundary_fn = None
-            for k in list(arrays):
-                substrate.remove(f"brian2.{k}")
+            if placement is not None:
+                placement.remove(substrate)
         if "dW_in" not in self._boundary_out:
             raise RuntimeError("the update step of the brian2 episode did not run")
+        out = self._episode_records()
+        out["time_s"] = time.perf_counter() - t0
+        return out
+
+    def placement(self, clip: float | None = None, digital_readout: bool = False) -> LearnerPlacement:
+        """How this network's learning-network weights are placed on a substrate (float64, prefix "brian2")."""
+        P = self.params
+        return LearnerPlacement(P["W_in_trainee"], P["W_rec_trainee"], P["W_out_trainee"], dtype=torch.float64,
+                                clip=clip, digital_readout=digital_readout, prefix="brian2")
+
+    @staticmethod
+    def read_weights(placement: LearnerPlacement, arrays: Mapping[str, SynapticArray]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(W_in, W_rec, W_out) as float64 numpy, read from the placed arrays once (one trial's weights)."""
+        w_out = placement.readout(arrays)
+        return (_read64(arrays["W_in"]), _read64(arrays["W_rec"]),
+                _read64(w_out) if isinstance(w_out, SynapticArray) else _float64(w_out))
+
+    def _episode_records(self) -> dict[str, Any]:
+        """The one-run episode's outputs from the monitors (brian2 steps 1..T and T+2..2T+1)."""
+        T = self.T
         y = self.mon["learner_y"].y
         out = {"omega_before": y[:, 1:T + 1].T.copy(), "omega_after": y[:, T + 2:2 * T + 2].T.copy(),
                "L": self.mon["lsg_y"].y[:, 1:T + 1].T.copy(), **self._boundary_out}
@@ -411,52 +457,4 @@ class Brian2OneShot:
             out["z_test"] = z[:, T + 2:2 * T + 2].T.copy()
             out["psi"] = self.mon["learner"].psi[:, 1:T + 1].T.copy()
             out["z_lsg"] = self.mon["lsg_z"].z[:, 1:T + 1].T.copy()
-        out["time_s"] = time.perf_counter() - t0
         return out
-
-
-def evaluate_brian2(
-    params: Mapping[str, Any],
-    targets: Any,
-    *,
-    target: str = "numpy",
-    substrate_factory: Any = None,
-    digital_readout: bool = False,
-    settle_s: float = 0.0,
-    clip: float | None = None,
-    progress: bool = False,
-    net: "Brian2OneShot | None" = None,
-) -> dict[str, Any]:
-    """:func:`pcmeta.agents.snn.evaluate` in brian2: one task after the other on one network.
-
-    Returns the same per-task arrays (mse_omega_before/after, mse_xyz_before/after, loss_before/after) plus
-    ``codegen_s`` (first run, includes code generation), ``build_s`` and ``episode_s`` (per-task wall times
-    after the first task).
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from pcmeta.agents.snn import arm_losses, episode_inputs
-
-    if net is None:
-        net = Brian2OneShot(params, T=targets.omega.shape[1], target=target)
-    keys = ("mse_omega_before", "mse_omega_after", "mse_xyz_before", "mse_xyz_after", "loss_before", "loss_after")
-    res: dict[str, list] = {k: [] for k in keys}
-    times = []
-    for k in tqdm(range(len(targets)), disable=not progress, desc="brian2 episodes", unit="task"):
-        tg = targets[k]
-        clock, x_lsg = episode_inputs(tg, dtype=torch.float64)
-        sub = substrate_factory() if substrate_factory is not None else None
-        t0 = time.perf_counter()
-        ep = net.episode(x_lsg[0].numpy(), clock.numpy(), substrate=sub, digital_readout=digital_readout,
-                         settle_s=settle_s, clip=clip)
-        times.append(time.perf_counter() - t0)
-        for tag in ("before", "after"):
-            m = arm_losses(torch.from_numpy(ep[f"omega_{tag}"])[None], tg)
-            for name in ("mse_omega", "mse_xyz", "loss"):
-                res[f"{name}_{tag}"].append(float(m[name][0]))
-    out: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in res.items()}
-    out["codegen_s"] = net.codegen_s
-    out["build_s"] = net.build_s
-    out["episode_s"] = np.asarray(times[1:] if len(times) > 1 else times)
-    return out

@@ -1,0 +1,66 @@
+"""Meta-training run folders: the atomic checkpoint (``checkpoint.pt``), its parameters, and a summary of a
+run (options, losses over windows, gradient norms, firing health)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pcmeta.files import save_torch
+from pcmeta.tasks import trajectories as traj
+
+from .config import PARAM_KEYS
+from .evaluation import firing_stats
+
+__all__ = ["atomic_save", "read_checkpoint", "load_checkpoint_params", "run_summary"]
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically through a uniquely named temporary file (:mod:`pcmeta.files`), so
+    that a crash never leaves half a checkpoint and two writers never share a temporary file."""
+    save_torch(path, obj)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A :func:`~pcmeta.agents.eprop.training.meta_train` checkpoint (``weights_only`` load, on the CPU)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    ck = torch.load(p, map_location="cpu", weights_only=True)
+    if "params" not in ck:
+        raise ValueError(f"{p} is not a pcmeta arm checkpoint (no 'params')")
+    return ck
+
+
+def load_checkpoint_params(path: str | Path, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """The parameters of a :func:`~pcmeta.agents.eprop.training.meta_train` checkpoint (``checkpoint.pt``)."""
+    ck = read_checkpoint(path)
+    return {k: ck["params"][k].to(dtype) for k in PARAM_KEYS}
+
+
+def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> dict[str, Any]:
+    """What a meta-training run folder holds: its options, iterations done, the mean loss over windows of
+    ``window`` iterations (iterations [k window, (k + 1) window)), the largest logged gradient norm and the
+    firing health (:func:`~pcmeta.agents.eprop.evaluation.firing_stats`) of its current weights on
+    ``n_targets`` fixed targets (seed 0)."""
+    p = Path(run_dir) / "checkpoint.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"no meta-training checkpoint at {p}")
+    ck = torch.load(p, map_location="cpu", weights_only=True)
+    if "history" not in ck or "params" not in ck:
+        raise ValueError(f"{p} is not a pcmeta arm checkpoint")
+    h = ck["history"]
+    loss = np.array([x["loss"] for x in h], dtype=float)
+    gn = [x["grad_norm"] for x in h if "grad_norm" in x and math.isfinite(x["grad_norm"])]
+    windows = {f"{k}-{k + window}": float(loss[k:k + window].mean()) for k in range(0, len(loss) - window + 1, window)}
+    tg = traj.sample_targets(n_targets, rng=np.random.default_rng(0))
+    params = {k: ck["params"][k].float() for k in PARAM_KEYS}
+    # runs from before an option ran with what is now its non-default value or its old default
+    config = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "voltage_reg": 0.0,
+              "trainee_noise": "none", "threshold_gradient": True, **dict(ck.get("config", {}))}
+    return {"run": str(run_dir), "config": config, "iterations": int(ck["iteration"]), "best": ck.get("best", {}),
+            "loss_windows": windows, "loss_last": float(loss[-window:].mean()) if len(loss) else float("nan"),
+            "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg)}

@@ -1,0 +1,115 @@
+"""Losses of the arm task: per-task errors of produced joint velocities, the firing-rate and voltage
+regularisation, and the outer (meta-training) loss through the one e-prop update (SPEC section 2)."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from pcmeta.tasks import trajectories as traj
+
+from .config import ETA, LEARNER, LSG, SNNConfig
+from .episode import one_shot_episode, target_tensors
+
+__all__ = ["arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "meta_loss",
+           "meta_loss_tensors", "META_FIGURES"]
+
+#: the figures :func:`meta_loss_tensors` reports (in this order in meta_train's history)
+META_FIGURES = ("loss", "mse_omega", "mse_xyz", "reg", "rate_lsg_hz", "rate_learner_hz")
+
+
+def arm_losses(omega: torch.Tensor, targets: traj.ArmTargets) -> dict[str, torch.Tensor]:
+    """Per-task errors of produced joint velocities against the targets.
+
+    omega: (B, T, 2) rad/s. Angles = start + 0.01 cumsum(omega) (not clipped), the path from the
+    differentiable kinematics. Returns per-task (B,) tensors mse_omega ((rad/s)^2, mean over steps and
+    joints), mse_xyz (m^2, mean over steps and coordinates) and loss = 0.5 mse_omega + 0.5 mse_xyz.
+    """
+    t = target_tensors(targets, dtype=omega.dtype, device=omega.device)
+    return arm_losses_tensors(omega, t["omega"], t["xyz"], t["start"], targets.robot)
+
+
+def arm_losses_tensors(omega: torch.Tensor, omega_t: torch.Tensor, xyz_t: torch.Tensor, start: torch.Tensor,
+                       robot: str = "scorbot") -> dict[str, torch.Tensor]:
+    """:func:`arm_losses` on tensors only (no host round trip, so it can be captured in a CUDA graph):
+    omega, omega_t (B, T, 2) rad/s, xyz_t (B, T, 3) m, start (2,) rad."""
+    q = traj.angles_from_velocities(omega, start)
+    xyz = traj.forward_kinematics(q, robot)
+    mse_o = ((omega - omega_t) ** 2).mean(dim=(1, 2))
+    mse_x = ((xyz - xyz_t) ** 2).mean(dim=(1, 2))
+    return {"mse_omega": mse_o, "mse_xyz": mse_x, "loss": 0.5 * mse_o + 0.5 * mse_x}
+
+
+def rate_regularization(z: torch.Tensor, cfg: SNNConfig, dt_s: float = 1e-3) -> torch.Tensor:
+    """Firing-rate regularisation: lambda * sum_j (r_j - f_target dt)^2, where r_j is neuron j's spike count
+    per step averaged over the batch AND the time steps (the population of tasks shares one rate per neuron,
+    as in the authors' training), f_target = ``cfg.rate_target_hz``, lambda = ``cfg.rate_lambda``.
+    z: (B, T, n) spikes."""
+    rate = z.mean(dim=(0, 1))  # (n,): spikes per step
+    target = cfg.rate_target_hz * dt_s
+    return cfg.rate_lambda * ((rate - target) ** 2).sum()
+
+
+def voltage_regularization(v: torch.Tensor, A: torch.Tensor, z: torch.Tensor, cfg: SNNConfig) -> torch.Tensor:
+    """Keeps neurons where the surrogate gradient can reach them: sum over neurons of
+    relu(-1 - m_j)^2 + relu(n_j - 1)^2, with m_j the task-averaged maximum over the trial of (v - A) / v_th
+    (m_j < -1: the neuron never comes within v_th of its threshold, its pseudo-derivative is 0 on every step:
+    silent for good) and n_j the task-averaged minimum of (v - A) / v_th over the steps where the neuron is
+    not refractory (n_j > 1: always more than v_th above threshold, saturated for good). The rate
+    regularisation cannot move either kind (its gradient passes through the pseudo-derivative); this term's
+    gradient acts on v directly. 0 for every neuron whose voltage enters the surrogate's support.
+    v, A, z: (B, T, n) from :func:`~pcmeta.agents.eprop.network.run_snn` (``record_v``)."""
+    d = (v - A) / cfg.v_th
+    m = d.amax(dim=1).mean(dim=0)
+    # refractory at t: a spike in t-4..t-1 (window k of the left-padded spikes covers exactly those steps)
+    k = cfg.n_refractory - 1
+    zp = torch.nn.functional.pad(z.detach().transpose(1, 2), (k, 0))  # (B, n, T + k)
+    refr = torch.nn.functional.max_pool1d(zp, k, stride=1)[..., :-1].transpose(1, 2)  # (B, T, n)
+    n = torch.where(refr > 0, torch.full_like(d, float("inf")), d).amin(dim=1)
+    n = torch.where(torch.isfinite(n), n, torch.zeros_like(n)).mean(dim=0)
+    return (torch.relu(-1.0 - m) ** 2).sum() + (torch.relu(n - 1.0) ** 2).sum()
+
+
+def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, eta: float = ETA,
+              clean_code: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """The outer loss of meta-training on a batch of targets (SPEC section 2), differentiable through the
+    update (BPTT): mean over tasks of 0.5 MSE_omega + 0.5 MSE_xyz on the test trial, plus the firing-rate
+    regularisation of the LSG and of the learning network (demonstration and test trials).
+
+    Returns (loss, figures) where figures holds floats for logging.
+    """
+    dtype = params["W_in_lsg"].dtype
+    dev = params["W_in_lsg"].device
+    t = target_tensors(targets, dtype=dtype, device=dev, clean_code=clean_code)
+    clock = torch.as_tensor(traj.clock_input(t["xyz"].shape[-2]), dtype=dtype, device=dev)
+    loss, figs = meta_loss_tensors(params, clock, t, robot=targets.robot, eta=eta)
+    return loss, {k: float(v) for k, v in figs.items()}
+
+
+def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, batch: Mapping[str, torch.Tensor],
+                      *, robot: str = "scorbot", eta: float = ETA, detach_reset: bool = True,
+                      trainee_noise: str = "none", voltage_reg: float = 0.0, threshold_gradient: bool = True
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`meta_loss` on tensors only: ``batch`` is :func:`~pcmeta.agents.eprop.episode.target_tensors`'
+    dict, ``clock`` (T, 5). Nothing here leaves the device, so one call plus ``backward()`` can be captured in
+    a CUDA graph. ``detach_reset``: see :func:`~pcmeta.agents.eprop.network.run_snn` (False: the gradient also
+    flows through the reset term, as in the authors' TensorFlow code); ``threshold_gradient``: see ``run_snn``;
+    ``trainee_noise``: see :func:`~pcmeta.agents.eprop.episode.one_shot_episode`; ``voltage_reg``: factor of
+    :func:`voltage_regularization` of both networks (LSG and demonstration trial), added to the loss (0: off).
+    Returns (loss, figures as 0-d tensors, keys :data:`META_FIGURES`)."""
+    ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta, detach_reset=detach_reset,
+                          threshold_gradient=threshold_gradient, trainee_noise=trainee_noise,
+                          record_v=voltage_reg > 0)
+    task = arm_losses_tensors(ep["omega_after"], batch["omega"], batch["xyz"], batch["start"], robot)
+    # the learning network's rate is taken over its demonstration and test trials together
+    reg = (rate_regularization(ep["z_lsg"], LSG)
+           + rate_regularization(torch.cat([ep["z_demo"], ep["z_test"]], dim=1), LEARNER))
+    loss = task["loss"].mean() + reg
+    if voltage_reg > 0:
+        loss = loss + voltage_reg * (voltage_regularization(ep["v_lsg"], ep["A_lsg"], ep["z_lsg"], LSG)
+                                     + voltage_regularization(ep["v_demo"], ep["A_demo"], ep["z_demo"], LEARNER))
+    with torch.no_grad():
+        figs = {"loss": task["loss"].mean(), "mse_omega": task["mse_omega"].mean(),
+                "mse_xyz": task["mse_xyz"].mean(), "reg": reg.detach(),
+                "rate_lsg_hz": ep["z_lsg"].mean() * 1e3, "rate_learner_hz": ep["z_test"].mean() * 1e3}
+    return loss, figs

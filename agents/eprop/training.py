@@ -1,0 +1,320 @@
+"""Meta-training (SPEC section 2, outer loop): BPTT through the one e-prop update, Adam on the LSG and the
+learning network's initial weights; resumable, checkpointed atomically, optionally one CUDA graph per
+iteration."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pcmeta.tasks import trajectories as traj
+
+from .checkpoints import atomic_save
+from .config import PARAM_KEYS, TRAINEE_NOISE
+from .episode import target_tensors
+from .losses import META_FIGURES, meta_loss_tensors
+from .weights import init_params, load_weights, save_weights_npz
+
+__all__ = ["MetaTrainOptions", "meta_train", "READOUT_LR_FACTOR"]
+
+#: Default lr factor of the learning network's readout in :func:`meta_train`: 1, one lr for every matrix as
+#: in the authors' code (1 - kappa, Adam on the readout in the filter's units, stalled learning in a CPU run:
+#: loss 0.31 after 150 iterations against 0.10 with 1; see the README).
+READOUT_LR_FACTOR = 1.0
+
+
+@dataclass
+class MetaTrainOptions:
+    """The options of :func:`meta_train` (its keyword arguments).
+
+    Attributes:
+        batch: targets per iteration (new ones every iteration, from a generator seeded by (seed, iteration),
+            so a resumed run sees the same data).
+        lr, lr_decay, decay_every: Adam's learning rate, decayed by ``lr_decay`` every ``decay_every``
+            iterations.
+        seed: seed of the targets, of the random initial weights and of the training-time noise.
+        init: "random" (:func:`~pcmeta.agents.eprop.weights.init_params`) or "weights" (``init_weights``, a
+            weights file or name of :func:`~pcmeta.agents.eprop.weights.load_weights`).
+        clean_code: LSG input: the Gray code without wrap-around instead of the paper's code.
+        device: torch device.
+        checkpoint_every: iterations between checkpoints (``checkpoint.pt``: parameters, optimizer, history;
+            ``weights.npz``: the released layout), both written atomically.
+        resume: continue from the checkpoint in the run folder.
+        progress: show a tqdm bar.
+        time_limit_s: stop (after a checkpoint) once this much wall time has passed; a later ``resume`` goes on.
+        cuda_graph: (default: on for a CUDA device) capture forward + BPTT backward of one iteration once as a
+            CUDA graph and replay it (the 3 x 249 time steps launch ~10^4 small kernels per iteration; replay
+            removes the launch overhead); the next batch is drawn on the CPU while the GPU runs. Same
+            arithmetic as the eager loop; Adam and the lr schedule run eagerly.
+        clip_grad_norm: scale the gradient (all parameters together) down to this L2 norm before the Adam step
+            (None: no clipping); the norm before clipping is logged as ``grad_norm`` either way.
+        readout_lr_factor: the lr of the learning network's readout ``W_out_trainee`` is ``lr *
+            readout_lr_factor`` (default :data:`READOUT_LR_FACTOR` = 1: one lr for all, as the authors). Its
+            weights are ~0.003-0.01, 20-50x smaller than the other matrices', so a full-lr Adam step moves them
+            by up to half their size; 1 - kappa or 0.25 slow that down.
+        detach_reset: stop the BPTT gradient through the reset term ``A_t z_{t-1}`` (the e-prop convention);
+            default False: it flows, as in the authors' TensorFlow code (in a CPU run it learned about twice as
+            fast over the first 100 iterations). Forward values are the same either way.
+        trainee_noise: "none" (float learning network) or "authors": its weights as the authors' training code
+            models PCM (see :func:`~pcmeta.agents.eprop.episode.one_shot_episode`); the noise comes from
+            torch's global RNG, re-seeded from (seed, iteration) before every eager iteration so that a resumed
+            run draws the same noise (CUDA-graph replays draw fresh noise from the device generator instead).
+        voltage_reg: factor of :func:`~pcmeta.agents.eprop.losses.voltage_regularization` in the loss (0: off,
+            SPEC's recipe); it keeps neurons from going silent or saturated for good, which the rate
+            regularisation cannot undo.
+        threshold_gradient: let the spike function's gradient reach the LSG's adaptive thresholds (see
+            :func:`~pcmeta.agents.eprop.network.run_snn`); default False, as the authors' code (the path through
+            the 600-ms adaptation variable made the gradient 4.6-9x larger at the checkpoints of three CPU runs
+            that collapsed).
+        best_window: every ``best_window`` iterations the mean task loss of the last ``best_window`` iterations
+            (each on fresh targets, so an unbiased estimate) is compared with the best so far; when it is lower,
+            the current weights are written to ``best.npz`` (the checkpoint records its iteration and loss as
+            ``best``). Runs that later degrade keep their best weights.
+
+    A resumed run keeps the readout_lr_factor, detach_reset, trainee_noise, voltage_reg and threshold_gradient
+    it was started with (runs from before an option: its old behaviour; detach_reset and threshold_gradient
+    True).
+    """
+
+    batch: int = 90
+    lr: float = 1.5e-3
+    lr_decay: float = 0.99
+    decay_every: int = 500
+    seed: int = 0
+    init: str = "random"
+    init_weights: str | Path | None = None
+    clean_code: bool = False
+    device: str = "cpu"
+    checkpoint_every: int = 25
+    resume: bool = False
+    progress: bool = True
+    time_limit_s: float | None = None
+    cuda_graph: bool | None = None
+    clip_grad_norm: float | None = None
+    readout_lr_factor: float | None = None
+    detach_reset: bool = False
+    trainee_noise: str = "none"
+    voltage_reg: float = 0.0
+    threshold_gradient: bool = False
+    best_window: int = 25
+
+
+def meta_train(out_dir: str | Path, iterations: int, **options: Any) -> dict[str, Any]:
+    """Meta-train the LSG and the learning network's initial weights (SPEC section 2, outer loop).
+
+    Each iteration draws ``batch`` new targets, runs demonstration -> update -> test, and takes one Adam step
+    on :func:`~pcmeta.agents.eprop.losses.meta_loss`. ``options``: the fields of :class:`MetaTrainOptions`.
+    The run folder ``out_dir`` receives ``checkpoint.pt``, ``weights.npz`` and ``best.npz``.
+
+    Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s)
+    and the paths.
+    """
+    t_start = time.perf_counter()
+    run = _MetaRun(Path(out_dir), iterations, MetaTrainOptions(**options))
+    it_done = run.train(t_start)
+    return {"iteration": max(run.start, it_done), "history": run.history, "checkpoint": str(run.ck_path),
+            "weights": str(run.w_path), "wall_s": time.perf_counter() - t_start, "cuda_graph": run.graph is not None,
+            "best": dict(run.best), "best_weights": str(run.best_path) if run.best else None}
+
+
+class _MetaRun:
+    """The state of one meta-training run: parameters, optimizer, history, best weights, the CUDA graph."""
+
+    def __init__(self, out: Path, iterations: int, o: MetaTrainOptions):
+        self.iterations = iterations
+        self.ck_path, self.w_path, self.best_path = out / "checkpoint.pt", out / "weights.npz", out / "best.npz"
+        if not (isinstance(o.best_window, int) and o.best_window >= 1):
+            raise ValueError(f"best_window must be a positive integer, got {o.best_window!r}")
+        self.dev = torch.device(o.device)
+        if o.cuda_graph is None:
+            o.cuda_graph = self.dev.type == "cuda"
+        if o.cuda_graph and self.dev.type != "cuda":
+            raise ValueError(f"cuda_graph needs a CUDA device, got {o.device!r}")
+        ck = self._start(o)
+        self.best = dict(ck.get("best", {})) if ck is not None else {}
+        _resolve_options(o, ck, self.ck_path)
+        self.o = o
+        self.opt, self.sched = _optimizer(self.params, o, ck)
+        self.dtype = self.params["W_in_lsg"].dtype
+        self.clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=self.dtype, device=self.dev)
+        self.pending: list[torch.Tensor] = []  # per-iteration figures still on the device
+        self.graph = self.static = self.static_figs = None
+
+    def _start(self, o: MetaTrainOptions) -> dict | None:
+        """Parameters, first iteration and history: from the checkpoint (resume) or fresh. Returns the
+        checkpoint (None when fresh)."""
+        if o.resume and self.ck_path.is_file():
+            ck = torch.load(self.ck_path, map_location="cpu", weights_only=True)
+            self.params = {k: ck["params"][k].to(self.dev).requires_grad_(True) for k in PARAM_KEYS}
+            self.start, self.history = int(ck["iteration"]), list(ck["history"])
+            return ck
+        if o.resume:
+            raise FileNotFoundError(f"--resume: no checkpoint at {self.ck_path}")
+        if o.init == "random":
+            p0 = init_params(o.seed)
+        elif o.init == "weights":
+            p0 = load_weights(o.init_weights)
+        else:
+            raise ValueError(f"init must be 'random' or 'weights', got {o.init!r}")
+        self.params = {k: p0[k].to(self.dev).requires_grad_(True) for k in PARAM_KEYS}
+        self.start, self.history = 0, []
+        return None
+
+    # ---------------------------------------------------------------------------------------- records
+    def draw(self, it: int) -> tuple[str, dict[str, torch.Tensor]]:
+        """Iteration ``it``'s targets (seeded by (seed, it)) as tensors, on the CPU."""
+        tg = traj.sample_targets(self.o.batch, rng=np.random.default_rng([self.o.seed, it]))
+        return tg.robot, target_tensors(tg, dtype=self.dtype, clean_code=self.o.clean_code)
+
+    def flush(self) -> None:
+        """Move the pending per-iteration figures from the device into the history."""
+        for row in self.pending:
+            vals = row.tolist()
+            self.history.append({**dict(zip(META_FIGURES + ("grad_norm",), vals[1:])), "iteration": int(vals[0])})
+        self.pending.clear()
+
+    def save(self, it: int) -> None:
+        """Checkpoint and weights after ``it`` iterations (atomic)."""
+        self.flush()
+        o = self.o
+        config = {"batch": o.batch, "lr": o.lr, "lr_decay": o.lr_decay, "decay_every": o.decay_every,
+                  "seed": o.seed, "init": o.init, "clean_code": o.clean_code, "clip_grad_norm": o.clip_grad_norm,
+                  "readout_lr_factor": o.readout_lr_factor, "detach_reset": o.detach_reset,
+                  "trainee_noise": o.trainee_noise, "voltage_reg": o.voltage_reg,
+                  "threshold_gradient": o.threshold_gradient}
+        atomic_save({"params": {k: v.detach().cpu() for k, v in self.params.items()},
+                     "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "iteration": it,
+                     "history": self.history, "config": config, "best": self.best}, self.ck_path)
+        save_weights_npz(self.params, self.w_path)
+
+    def track_best(self, it: int) -> None:
+        """Write best.npz when the last full window's mean loss is the lowest so far."""
+        self.flush()
+        w = self.o.best_window
+        recent = self.history[-w:]  # history holds consecutive iterations; check the window is complete
+        if len(recent) < w or recent[0]["iteration"] != it - w:
+            return
+        window = float(np.mean([h["loss"] for h in recent]))
+        if math.isfinite(window) and window < self.best.get("window_loss", math.inf):
+            save_weights_npz(self.params, self.best_path)
+            self.best.update(iteration=it, window_loss=window, window=w)
+
+    # ---------------------------------------------------------------------------------------- iterations
+    def loss(self, robot: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        o = self.o
+        return meta_loss_tensors(self.params, self.clock, batch, robot=robot, detach_reset=o.detach_reset,
+                                 trainee_noise=o.trainee_noise, voltage_reg=o.voltage_reg,
+                                 threshold_gradient=o.threshold_gradient)
+
+    def capture(self, robot: str, b0: dict[str, torch.Tensor]) -> None:
+        """Capture forward + backward of one iteration as a CUDA graph (after two warm-up iterations)."""
+        self.static = {k: v.to(self.dev) for k, v in b0.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (autograd and cuBLAS workspaces) before capture
+            for _ in range(2):
+                self.opt.zero_grad(set_to_none=True)
+                self.loss(robot, self.static)[0].backward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            static_loss, self.static_figs = self.loss(robot, self.static)
+            static_loss.backward()
+
+    def step(self, it: int, robot: str, b: dict[str, torch.Tensor]) -> None:
+        """One iteration: forward + backward (replayed or eager), gradient norm, Adam, lr schedule."""
+        if self.graph is not None:
+            for k, v in b.items():
+                self.static[k].copy_(v)  # stream-ordered after the previous replay
+            self.graph.replay()
+            figs = self.static_figs
+        else:
+            if self.o.trainee_noise != "none":
+                torch.manual_seed(int(np.random.SeedSequence([self.o.seed, it, 1]).generate_state(1)[0]))
+            loss, figs = self.loss(robot, {k: v.to(self.dev) for k, v in b.items()})
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        clip = self.o.clip_grad_norm
+        gnorm = torch.nn.utils.clip_grad_norm_([self.params[k] for k in PARAM_KEYS],
+                                               math.inf if clip is None else clip)
+        self.opt.step()
+        self.sched.step()
+        self.pending.append(torch.stack([torch.tensor(float(it), dtype=self.dtype, device=self.dev)]
+                                        + [figs[k].detach().to(self.dtype) for k in META_FIGURES]
+                                        + [gnorm.detach().to(self.dtype)]).clone())
+
+    def train(self, t_start: float) -> int:
+        """The loop from the start iteration to ``iterations`` (or the time limit); returns iterations done."""
+        o, start, iterations = self.o, self.start, self.iterations
+        nxt = self.draw(start) if start < iterations else None
+        if o.cuda_graph and nxt is not None:
+            self.capture(*nxt)
+        bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not o.progress,
+                   desc="meta-training", unit="it")
+        it_done = start
+        for it in bar:
+            if o.time_limit_s is not None and time.perf_counter() - t_start > o.time_limit_s:
+                break
+            self.step(it, *nxt)
+            it_done = it + 1
+            if it_done < iterations:
+                nxt = self.draw(it_done)  # on the CPU while the GPU works (graph path)
+            if it_done % o.best_window == 0:
+                self.track_best(it_done)
+            if (it_done % o.checkpoint_every == 0) or it_done == iterations:
+                self.save(it_done)
+            if o.progress and (self.graph is None or it_done % 10 == 0):
+                self.flush()
+                bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}", reg=f"{self.history[-1]['reg']:.4f}")
+        bar.close()
+        if it_done % o.checkpoint_every and it_done != iterations and it_done > start:
+            self.save(it_done)  # stopped by the time limit between checkpoints
+        self.flush()
+        if start >= iterations and not self.ck_path.is_file():
+            self.save(start)
+        return it_done
+
+
+def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> None:
+    """A resumed run keeps its options (runs from before an option: its old behaviour); then validate."""
+    if ck is not None:
+        ck_cfg = ck.get("config", {})
+        own = float(ck_cfg.get("readout_lr_factor", 1.0))
+        if o.readout_lr_factor is not None and float(o.readout_lr_factor) != own:
+            raise ValueError(f"{ck_path} was started with readout_lr_factor {own:g}; resume it without the option "
+                             f"or with the same value (got {o.readout_lr_factor!r})")
+        o.readout_lr_factor = own
+        o.detach_reset = bool(ck_cfg.get("detach_reset", True))
+        o.trainee_noise = str(ck_cfg.get("trainee_noise", "none"))
+        o.voltage_reg = float(ck_cfg.get("voltage_reg", 0.0))
+        o.threshold_gradient = bool(ck_cfg.get("threshold_gradient", True))
+    elif o.readout_lr_factor is None:
+        o.readout_lr_factor = READOUT_LR_FACTOR
+    if o.trainee_noise not in TRAINEE_NOISE:
+        raise ValueError(f"trainee_noise must be one of {TRAINEE_NOISE}, got {o.trainee_noise!r}")
+    if not (o.voltage_reg >= 0 and math.isfinite(o.voltage_reg)):
+        raise ValueError(f"voltage_reg must be a finite number >= 0, got {o.voltage_reg!r}")
+    if not (o.readout_lr_factor > 0 and math.isfinite(o.readout_lr_factor)):
+        raise ValueError(f"readout_lr_factor must be a positive number, got {o.readout_lr_factor!r}")
+
+
+def _optimizer(params: dict[str, torch.Tensor], o: MetaTrainOptions, ck: dict | None):
+    """Adam (the learning network's readout in its own group, lr x readout_lr_factor) and the step lr schedule,
+    restored from the checkpoint when resuming."""
+    if ck is not None and len(ck["optimizer"]["param_groups"]) == 1:
+        opt = torch.optim.Adam([params[k] for k in PARAM_KEYS], lr=o.lr)  # a run from before per-matrix groups
+    else:
+        opt = torch.optim.Adam([{"params": [params[k]], "lr": o.lr * (o.readout_lr_factor if k == "W_out_trainee"
+                                                                     else 1.0)} for k in PARAM_KEYS], lr=o.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.decay_every, gamma=o.lr_decay)
+    if ck is not None:
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+    return opt, sched

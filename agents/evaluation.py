@@ -1,0 +1,137 @@
+"""One evaluation loop for every agent: deploy, then per task reset -> adapt -> predict -> score.
+
+>>> from pcmeta.agents.evaluation import evaluate
+>>> res = evaluate(agent, tasks, deployment=Deployment.preset("pcm", family="omniglot"), seed=0)
+>>> res.mean, res.ci95, res.values            # accuracy (fraction) per task, its mean and 95 % CI
+
+Metrics are plug-ins: a metric is a function ``(task, answer) -> dict[str, float]`` (:data:`METRICS` holds
+the task families' defaults: accuracy for Omniglot; MSE of the joint velocities and of the effector path for
+the arm). The loop validates every answer (shape, finiteness) with the task's ``check_prediction``; with
+``on_error="record"`` a failing task (an exception or a bad answer) is recorded with its reason and the run
+goes on, else the error propagates.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from pcmeta.tasks.episodes import ArmTask, OmniglotTask
+
+from .protocol import Agent, Task, check_agent
+
+Metric = Callable[[Task, np.ndarray], Mapping[str, float]]
+
+
+def accuracy(task: OmniglotTask, scores: np.ndarray) -> dict[str, float]:
+    """Fraction of queries whose highest score is the true label."""
+    return {"accuracy": float(np.mean(scores.argmax(-1) == task.query_y))}
+
+
+def arm_errors(task: ArmTask, omega: np.ndarray) -> dict[str, float]:
+    """MSE of the joint velocities ((rad/s)^2) and of the analytic effector path (m^2), and their mean (the
+    meta-training loss ``0.5 mse_omega + 0.5 mse_xyz``), for the predicted test-trial velocities."""
+    from pcmeta.tasks import trajectories as traj
+
+    q = traj.angles_from_velocities(omega, task.start)
+    xyz = traj.forward_kinematics(q, task.robot)
+    mse_omega = float(np.mean((omega - task.omega) ** 2))
+    mse_xyz = float(np.mean((xyz - task.xyz) ** 2))
+    return {"mse_omega": mse_omega, "mse_xyz": mse_xyz, "loss": 0.5 * mse_omega + 0.5 * mse_xyz}
+
+
+#: The default metric of each task family, and the name of its headline figure.
+METRICS: dict[type, tuple[Metric, str]] = {OmniglotTask: (accuracy, "accuracy"), ArmTask: (arm_errors, "loss")}
+
+
+def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and 95 % confidence half-width (1.96 standard errors; NaN for fewer than two values)."""
+    a = np.asarray(list(values), dtype=np.float64)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    if a.size < 2:
+        return float(a.mean()), float("nan")
+    return float(a.mean()), float(1.96 * a.std(ddof=1) / math.sqrt(a.size))
+
+
+@dataclass
+class EvalResult:
+    """Per-task figures of one evaluation run.
+
+    ``per_task``: one dict per task (the metric's figures, or ``{"error": reason}`` for a failed task);
+    ``metric``: the headline figure's name; ``wall_s``: seconds of the whole run.
+    """
+
+    metric: str
+    per_task: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def values(self) -> np.ndarray:
+        """The headline figure of every task that did not fail."""
+        return np.array([r[self.metric] for r in self.per_task if "error" not in r], dtype=np.float64)
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [r for r in self.per_task if "error" in r]
+
+    @property
+    def mean(self) -> float:
+        return mean_ci95(self.values)[0]
+
+    @property
+    def ci95(self) -> float:
+        return mean_ci95(self.values)[1]
+
+    def summary(self, key: str | None = None) -> tuple[float, float]:
+        """(mean, 95 % CI) of figure ``key`` (default: the headline one) over the tasks that did not fail."""
+        k = key or self.metric
+        return mean_ci95(r[k] for r in self.per_task if "error" not in r)
+
+
+def _one_task(agent: Agent, task: Task, metric: Metric) -> dict[str, Any]:
+    agent.reset()
+    shown = task.without_answers()
+    agent.adapt(shown)
+    answer = task.check_prediction(agent.predict(shown))
+    return dict(metric(task, answer))
+
+
+def evaluate(agent: Agent, tasks: Iterable[Task], deployment: Any = None, *, seed: int = 0,
+             metric: Metric | None = None, on_error: str = "raise", progress: bool = False) -> EvalResult:
+    """Deploy ``agent`` (when ``deployment`` is given), then reset, adapt, predict and score every task.
+
+    Args:
+        agent: any object implementing :class:`pcmeta.agents.Agent`.
+        tasks: task dataclasses with their answers (:mod:`pcmeta.tasks.episodes`).
+        deployment: a :class:`pcmeta.hardware.Deployment` (None: the agent stays where it is).
+        seed: the chip seed passed to ``deploy``.
+        metric: ``(task, answer) -> dict``; default: the family's (:data:`METRICS`).
+        on_error: "raise" (default) or "record" (a failing task becomes ``{"error": reason}``).
+        progress: show a tqdm bar.
+    """
+    if on_error not in ("raise", "record"):
+        raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    check_agent(agent)
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("evaluate() needs at least one task")
+    default, name = METRICS[type(tasks[0])]
+    metric = metric or default
+    if deployment is not None:
+        agent.deploy(deployment, seed=seed)
+    from tqdm.auto import tqdm
+
+    res, t0 = EvalResult(name), time.perf_counter()
+    for task in tqdm(tasks, disable=not progress, desc="tasks", unit="task"):
+        try:
+            res.per_task.append(_one_task(agent, task, metric))
+        except Exception as exc:  # noqa: BLE001 -- recorded with its reason when asked to
+            if on_error == "raise":
+                raise
+            res.per_task.append({"error": f"{type(exc).__name__}: {exc}"})
+    res.wall_s = time.perf_counter() - t0
+    return res

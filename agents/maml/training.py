@@ -1,0 +1,244 @@
+"""Meta-training of MAML (:class:`Trainer`: Adam outer loop, atomic resumable checkpoints, validation) and the
+benchmark of the vectorised meta-objective against a per-task loop (:func:`bench_meta_iterations`)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import MAMLConfig
+from .evaluation import evaluate, mean_ci95
+from .inner import meta_loss_loop
+from .model import MAML
+from .weights import atomic_torch_save, save_weights
+
+
+@dataclass
+class TrainState:
+    iteration: int = 0
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Meta-training with checkpoints (atomic, resumable with identical results).
+
+    Args:
+        cfg: hyper-parameters.
+        run_dir: folder for ``ckpt.pt``, ``train.log``, ``weights.npz``.
+        data_dir: Omniglot folder (see :func:`pcmeta.tasks.omniglot.resolve_data_dir`).
+        seed: seeds initialisation, task sampling and quantization noise.
+        checkpoint_every: iterations between checkpoints; eval_every: iterations between validation
+            evaluations (``eval_tasks`` tasks from the split's val part, fixed seed).
+    """
+
+    def __init__(self, cfg: MAMLConfig, run_dir: str | os.PathLike, data_dir=None, seed: int = 0,
+                 device: str = "cpu", checkpoint_every: int = 250, eval_every: int = 500,
+                 eval_tasks: int = 200, log_every: int = 50, init: dict | None = None) -> None:
+        from pcmeta.tasks.omniglot import TaskSampler, class_pool
+
+        self.cfg, self.seed = cfg, seed
+        self.run_dir = Path(run_dir)
+        self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
+        self.eval_tasks, self.log_every = eval_tasks, log_every
+        self.train_pool = class_pool(cfg.split, "train", data_dir)
+        self.val_pool = class_pool(cfg.split, "val", data_dir)
+        self.sampler = TaskSampler(self.train_pool, cfg.n_way, cfg.k_shot, cfg.n_query,
+                                   np.random.default_rng([seed, 1]))
+        self.model = MAML(cfg, seed=seed, device=device)
+        if init is not None:  # warm start (e.g. quantization-aware fine-tuning of float weights)
+            missing = set(self.model.params) - set(init)
+            if missing:
+                raise ValueError(f"initial weights lack {sorted(missing)}")
+            with torch.no_grad():
+                for k, v in self.model.params.items():
+                    if tuple(init[k].shape) != tuple(v.shape):
+                        raise ValueError(f"initial weight {k!r} has shape {tuple(init[k].shape)}, expected "
+                                         f"{tuple(v.shape)}")
+                    v.copy_(init[k])
+        self.opt = torch.optim.Adam(list(self.model.params.values()), lr=cfg.meta_lr)
+        self.state = TrainState()
+        self._tracked: list[tuple[float, float]] = []
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "ckpt.pt"
+
+    def checkpoint(self) -> None:
+        sub = self.model.substrate
+        obj = {
+            "config": self.cfg.to_dict(),
+            "seed": self.seed,
+            "iteration": self.state.iteration,
+            "params": {k: v.detach().clone() for k, v in self.model.params.items()},
+            "optimizer": self.opt.state_dict(),
+            "sampler_state": self.sampler.get_state(),
+            "history_json": json.dumps(self.state.history),
+            "tracked_json": json.dumps(self._tracked),
+        }
+        gen = getattr(sub, "generator", None)
+        if isinstance(gen, torch.Generator):
+            obj["substrate_rng"] = gen.get_state()
+        atomic_torch_save(obj, self.ckpt_path)
+        save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
+
+    def resume(self, path: str | os.PathLike | None = None) -> bool:
+        """Load the last checkpoint (``run_dir/ckpt.pt`` by default); False if there is none.
+
+        Temporary files of writes cut short by an interruption are removed."""
+        for stale in list(self.run_dir.glob(".ckpt.pt.*.tmp")) + list(self.run_dir.glob(".weights.npz.*.tmp")):
+            stale.unlink(missing_ok=True)
+        p = Path(path) if path else self.ckpt_path
+        if not p.is_file():
+            return False
+        ck = torch.load(p, map_location=self.model.device, weights_only=True)
+        stored = MAMLConfig.from_dict(ck["config"])
+        if stored.to_dict() != {**self.cfg.to_dict(), "iterations": stored.iterations}:
+            raise ValueError(f"checkpoint {p} was made with a different config: {ck['config']}")
+        with torch.no_grad():
+            for k, v in ck["params"].items():
+                self.model.params[k].copy_(v)
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sampler.set_state(ck["sampler_state"])
+        self.state.iteration = int(ck["iteration"])
+        self.state.history = json.loads(ck["history_json"])
+        self._tracked = [tuple(t) for t in json.loads(ck["tracked_json"])]
+        gen = getattr(self.model.substrate, "generator", None)
+        if "substrate_rng" in ck and isinstance(gen, torch.Generator):
+            gen.set_state(ck["substrate_rng"])
+        return True
+
+    def step(self) -> tuple[float, float]:
+        """One meta-iteration; returns (query loss, mean query accuracy)."""
+        sx, sy, qx, qy = self.sampler.sample(self.cfg.meta_batch).torch(self.model.device)
+        self.opt.zero_grad(set_to_none=True)
+        loss, acc = self.model.meta_loss(sx, sy, qx, qy)
+        loss.backward()
+        self.opt.step()
+        self.state.iteration += 1
+        return float(loss.detach()), float(acc.detach().mean())
+
+    def validate(self, tasks: int | None = None) -> tuple[float, float]:
+        from pcmeta.tasks.omniglot import TaskSampler
+
+        s = TaskSampler(self.val_pool, self.cfg.n_way, self.cfg.k_shot, self.cfg.n_query,
+                        np.random.default_rng([self.seed, 2]))
+        # validation must not consume the training's random numbers (4-bit quantization noise), so
+        # that a run interrupted and resumed at any point matches an uninterrupted one
+        gen = getattr(self.model.substrate, "generator", None)
+        saved = gen.get_state() if isinstance(gen, torch.Generator) else None
+        if saved is not None:
+            gen.manual_seed(self.seed * 1_000_003 + self.state.iteration)
+        try:
+            return mean_ci95(evaluate(self.model, s, tasks or self.eval_tasks))
+        finally:
+            if saved is not None:
+                gen.set_state(saved)
+
+    def _log(self, line: str) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "train.log", "a") as f:
+            f.write(line + "\n")
+
+    def train(self, iterations: int | None = None, progress: bool = True) -> dict:
+        """Meta-train up to ``iterations`` (default cfg.iterations) total iterations."""
+        total = self.cfg.iterations if iterations is None else iterations
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            import sys
+
+            bar = tqdm(total=total, initial=self.state.iteration, desc="meta-train", unit="it",
+                       dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        t0, it0 = time.time(), self.state.iteration
+        if it0 == 0:
+            self._log(f"# start {time.strftime('%Y-%m-%d %H:%M:%S')} config {json.dumps(self.cfg.to_dict())} "
+                      f"seed {self.seed}")
+        else:
+            self._log(f"# resume at iteration {it0} {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        while self.state.iteration < total:
+            loss, acc = self.step()
+            self._tracked.append((loss, acc))
+            it = self.state.iteration
+            if it % self.log_every == 0 or it == total:
+                L = np.mean([t[0] for t in self._tracked]); A = np.mean([t[1] for t in self._tracked])
+                self._tracked = []
+                rec = {"iteration": it, "loss": float(L), "acc": float(A),
+                       "s_per_it": (time.time() - t0) / max(it - it0, 1)}
+                if self.eval_every and (it % self.eval_every == 0 or it == total):
+                    va, ci = self.validate()
+                    rec.update(val_acc=va, val_ci95=ci)
+                self.state.history.append(rec)
+                self._log(json.dumps(rec))
+                if bar is not None:
+                    post = dict(loss=f"{L:.3f}", acc=f"{A:.3f}")
+                    if "val_acc" in rec:
+                        post["val"] = f"{rec['val_acc']:.3f}"
+                    bar.set_postfix(post)
+            if bar is not None:
+                bar.update(1)
+            if it % self.checkpoint_every == 0 or it == total:
+                self.checkpoint()
+        if bar is not None:
+            bar.close()
+        save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
+        return {"iteration": self.state.iteration, "history": self.state.history}
+
+
+def bench_meta_iterations(cfg: MAMLConfig, iterations: int = 5, data_dir=None, seed: int = 0,
+                          device: str = "cpu") -> dict:
+    """Meta-iterations per second of the vectorised objective and of the per-task autograd loop.
+
+    Both run the same tasks (a fixed list of ``iterations`` meta-batches, sampling included in the
+    timing), the same parameters and an Adam step each, as two training runs advanced in turn (vectorised
+    iteration i, then loop iteration i), so that both see the same machine load; one untimed warm-up
+    iteration each. The loop is learn2learn's way: per task, adapt with ``autograd.grad`` (create_graph),
+    native batch-norm, and back-propagate the task's query loss right away.
+    Returns {"vectorised_it_s", "loop_it_s", "speedup"} from the median wall time per iteration, the same
+    from the median of this process's CPU time per iteration (``*_it_per_cpu_s``, ``speedup_cpu``: robust
+    when other work shares the cores) and "loss_diff" (mean loss of the two runs; they compute the same
+    objective).
+    """
+    from pcmeta.tasks.omniglot import TaskSampler, class_pool
+
+    pool = class_pool(cfg.split, "train", data_dir)
+
+    def make():
+        sampler = TaskSampler(pool, cfg.n_way, cfg.k_shot, cfg.n_query, np.random.default_rng(seed))
+        model = MAML(cfg, seed=seed, device=device)
+        return sampler, model, torch.optim.Adam(list(model.params.values()), lr=cfg.meta_lr)
+
+    runs = {"vec": make(), "loop": make()}
+    times = {k: {"wall": [], "cpu": [], "loss": []} for k in runs}
+
+    def step(kind: str, timed: bool) -> None:
+        sampler, model, opt = runs[kind]
+        t0, c0 = time.perf_counter(), time.process_time()
+        sx, sy, qx, qy = sampler.sample(cfg.meta_batch).torch(model.device)
+        opt.zero_grad(set_to_none=True)
+        if kind == "loop":
+            loss, _ = meta_loss_loop(model.params, sx, sy, qx, qy, cfg, transform=model.transform,
+                                     backward=True, native_bn=True)
+        else:
+            loss, _ = model.meta_loss(sx, sy, qx, qy)
+            loss.backward()
+        opt.step()
+        if timed:
+            times[kind]["wall"].append(time.perf_counter() - t0)
+            times[kind]["cpu"].append(time.process_time() - c0)
+        times[kind]["loss"].append(float(loss.detach()))
+
+    for i in range(iterations + 1):
+        for kind in runs:
+            step(kind, timed=i > 0)
+    med = {k: {m: float(np.median(v[m])) for m in ("wall", "cpu")} for k, v in times.items()}
+    vec, loop = 1 / med["vec"]["wall"], 1 / med["loop"]["wall"]
+    vec_cpu, loop_cpu = 1 / med["vec"]["cpu"], 1 / med["loop"]["cpu"]
+    return {"vectorised_it_s": vec, "loop_it_s": loop, "speedup": vec / loop,
+            "vectorised_it_per_cpu_s": vec_cpu, "loop_it_per_cpu_s": loop_cpu, "speedup_cpu": vec_cpu / loop_cpu,
+            "loss_diff": abs(float(np.mean(times["vec"]["loss"])) - float(np.mean(times["loop"]["loss"])))}

@@ -1,0 +1,92 @@
+"""``pcmeta bench snn``: wall time of one one-shot episode in torch and in brian2, and of meta-training."""
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from pcmeta.demos.options import write_result
+
+
+def _median_s(fn, n: int) -> float:
+    """Median wall seconds of ``fn(k)`` for k = 0..n-1."""
+    import numpy as np
+
+    ts = []
+    for k in range(n):
+        t0 = time.perf_counter()
+        fn(k)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def _torch_episode(args: argparse.Namespace, figs: dict[str, Any], clock, x_lsg) -> None:
+    import torch
+
+    from pcmeta.agents import eprop
+
+    p32 = eprop.load_weights(args.weights)
+    with torch.no_grad():
+        eprop.one_shot_episode(p32, clock, x_lsg[:1])  # warm-up
+        figs["torch_episode_s"] = _median_s(lambda k: eprop.one_shot_episode(p32, clock, x_lsg[k:k + 1]),
+                                            args.episodes)
+    print(f"torch  one-shot episode (float32, 1 task):        {figs['torch_episode_s']:.3f} s "
+          f"(median of {args.episodes})")
+
+
+def _brian2_episode(args: argparse.Namespace, figs: dict[str, Any], clock, x_lsg) -> None:
+    import torch
+
+    from pcmeta.agents import eprop
+
+    p64 = eprop.load_weights(args.weights, dtype=torch.float64)
+    t0 = time.perf_counter()
+    net = eprop.Brian2OneShot(p64, target=args.brian2_target)
+    figs["brian2_build_s"] = time.perf_counter() - t0
+    c64, x64 = clock.double().numpy(), x_lsg.double().numpy()
+    net.episode(x64[0], c64)
+    figs["brian2_first_episode_s"] = net.codegen_s
+    figs["brian2_episode_s"] = _median_s(lambda k: net.episode(x64[k], c64), args.episodes)
+    print(f"brian2 network build:                             {figs['brian2_build_s']:.2f} s")
+    print(f"brian2 first trial (includes code generation):    {figs['brian2_first_episode_s']:.2f} s "
+          f"(target {args.brian2_target})")
+    print(f"brian2 one-shot episode after code generation:    {figs['brian2_episode_s']:.3f} s "
+          f"(median of {args.episodes})")
+
+
+def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
+    from pcmeta.agents import eprop
+    from pcmeta.tasks import trajectories as traj
+
+    params = {k: v.clone().requires_grad_(True) for k, v in eprop.load_weights(args.weights).items()}
+    tg = traj.sample_targets(args.train_batch, rng=1)
+
+    def iteration(_k: int) -> None:
+        loss, _ = eprop.meta_loss(params, tg)
+        loss.backward()
+
+    figs["train_iter_s"] = _median_s(iteration, args.train_iters)
+    figs["train_iters_per_s"] = 1.0 / figs["train_iter_s"]
+    figs["train_batch"] = args.train_batch
+    print(f"torch meta-training (batch {args.train_batch}, forward + BPTT):   {figs['train_iters_per_s']:.4f} it/s "
+          f"({figs['train_iter_s']:.1f} s per iteration, {args.threads} thread(s))")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The handler of ``pcmeta bench snn``."""
+    import torch
+
+    from pcmeta.agents import eprop
+    from pcmeta.tasks import trajectories as traj
+
+    if args.episodes < 1 or args.train_iters < 0:
+        raise ValueError(f"--episodes must be >= 1 and --train-iters >= 0, got {args.episodes}, {args.train_iters}")
+    torch.set_num_threads(args.threads)
+    figs: dict[str, Any] = {}
+    clock, x_lsg = eprop.episode_inputs(traj.sample_targets(args.episodes, rng=0))
+    _torch_episode(args, figs, clock, x_lsg)
+    _brian2_episode(args, figs, clock, x_lsg)
+    if args.train_iters >= 1:
+        _meta_training(args, figs)
+    write_result(args, figs)
+    return 0

@@ -1,0 +1,80 @@
+"""``pcmeta arm train`` (meta-training of the spiking learner) and ``pcmeta arm runs`` (comparing runs)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from pcmeta.demos.options import write_result
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """The handler of ``pcmeta arm train``."""
+    import torch
+
+    from pcmeta.agents import eprop
+
+    if args.iterations < 1 or args.batch < 1 or args.checkpoint_every < 1:
+        raise ValueError("--iterations, --batch and --checkpoint-every must be >= 1")
+    if args.init == "weights" and not args.weights:
+        raise ValueError("--init weights needs --weights PATH.npz")
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {args.device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise ValueError(f"--max-minutes must be > 0, got {args.max_minutes}")
+    if args.clip_grad_norm is not None and not args.clip_grad_norm > 0:
+        raise ValueError(f"--clip-grad-norm must be > 0, got {args.clip_grad_norm}")
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    res = eprop.meta_train(args.out, args.iterations, batch=args.batch, lr=args.lr, lr_decay=args.lr_decay,
+                           decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
+                           clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
+                           resume=args.resume, clip_grad_norm=args.clip_grad_norm,
+                           readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
+                           trainee_noise=args.trainee_noise, voltage_reg=args.voltage_reg,
+                           threshold_gradient=args.threshold_gradient, best_window=args.best_window,
+                           cuda_graph=False if args.no_cuda_graph else None,
+                           time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
+    h = res["history"]
+    if h:
+        last = h[-min(len(h), 50):]
+        print(f"iteration {res['iteration']}: mean loss of the last {len(last)} iterations "
+              f"{sum(x['loss'] for x in last) / len(last):.4f}")
+    if res["best"]:
+        b = res["best"]
+        print(f"best: mean loss {b['window_loss']:.4f} over iterations {b['iteration'] - b['window']}-"
+              f"{b['iteration']}, weights {res['best_weights']}")
+    print(f"device {args.device}{' (CUDA graph replay)' if res['cuda_graph'] else ''}; "
+          f"wall time {time.perf_counter() - t0:.1f} s; checkpoint {res['checkpoint']}, weights {res['weights']}")
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    """The handler of ``pcmeta arm runs``."""
+    from pcmeta.agents import eprop
+
+    if args.window < 1:
+        raise ValueError(f"--window must be >= 1, got {args.window}")
+    rows = [eprop.run_summary(d, window=args.window) for d in args.runs]
+    keys = sorted({k for r in rows for k in r["loss_windows"]}, key=lambda k: int(k.split("-")[0]))
+    shown = [k for k in keys if k in ("75-100", "150-175", "300-325", "600-625")] or keys[-3:]
+    print("| run | options | its | " + " | ".join(f"loss {k}" for k in shown)
+          + f" | last {args.window} | max grad norm | LSG Hz / silent / > 150 Hz |")
+    print("|---" * (6 + len(shown)) + "|")
+    for r in rows:
+        c = r["config"]
+        opts = ", ".join(f"{k}={c[k]:g}" if isinstance(c[k], float) else f"{k}={c[k]}"
+                         for k in ("detach_reset", "readout_lr_factor", "clip_grad_norm", "voltage_reg",
+                                   "trainee_noise", "threshold_gradient") if k in c)
+        f = r["firing"]["lsg"]
+        cells = " | ".join(f"{r['loss_windows'][k]:.3f}" if k in r["loss_windows"] else "" for k in shown)
+        gn = "-" if r["max_grad_norm"] is None else f"{r['max_grad_norm']:.2g}"
+        if r.get("best"):
+            opts += f"; best {r['best']['window_loss']:.3f} at {r['best']['iteration']}"
+        print(f"| {r['run']} | {opts} | {r['iterations']} | {cells} | {r['loss_last']:.3f} | {gn} | "
+              f"{f['mean_hz']:.0f} / {f['silent']} / {f['saturated']} |")
+    write_result(args, {"runs": rows})
+    return 0

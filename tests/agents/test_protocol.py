@@ -1,0 +1,91 @@
+"""The agent protocol: pcmeta's agents and an outside learner (written only against the protocol, in
+prototype_learner.py) run through the ONE evaluation loop, on software and on PCM."""
+import numpy as np
+import pytest
+
+from pcmeta.agents import Agent, OmniglotPolicy, evaluate
+from pcmeta.agents.protocol import check_agent
+from pcmeta.hardware import Deployment
+from pcmeta.tasks.episodes import arm_tasks, omniglot_tasks
+from prototype_learner import PrototypeLearner
+
+
+@pytest.fixture(scope="module")
+def tasks(omniglot_dir):
+    return omniglot_tasks(12, 5, 5, 5, seed=0, data_dir=omniglot_dir)
+
+
+def _agents():
+    from pcmeta.agents import MAMLAgent
+
+    return {"prototype": PrototypeLearner, "maml-paper": lambda: MAMLAgent.from_weights("paper_5w5s_4bit")}
+
+
+@pytest.mark.parametrize("deployment", ["software", "pcm", "paper"])
+@pytest.mark.parametrize("name", ["prototype", "maml-paper"])
+def test_agents_run_through_the_one_loop(tasks, name, deployment):
+    agent = _agents()[name]()
+    assert isinstance(agent, Agent)
+    res = evaluate(agent, tasks, Deployment.preset(deployment, family="omniglot"), seed=1)
+    assert len(res.values) == len(tasks) and not res.failures
+    floor = {"prototype": 0.45, "maml-paper": 0.85}[name]
+    assert res.mean > floor, (name, deployment, res.mean)
+    assert 0 <= res.ci95 < 0.2
+
+
+def test_the_loop_hides_the_answers(tasks):
+    seen = []
+
+    class Peek(PrototypeLearner):
+        def adapt(self, task):
+            seen.append(task.query_y)
+            super().adapt(task)
+
+    evaluate(Peek(), tasks[:3])
+    assert seen == [None, None, None]
+
+
+def test_a_misbehaving_agent_is_recorded_not_fatal(tasks):
+    class Bad(PrototypeLearner):
+        calls = 0
+
+        def predict(self, task):
+            Bad.calls += 1
+            if Bad.calls == 1:
+                return np.zeros((3, 3))
+            if Bad.calls == 2:
+                return np.full((len(task.query_x), 5), np.nan)
+            if Bad.calls == 3:
+                raise RuntimeError("out of memory")
+            return super().predict(task)
+
+    res = evaluate(Bad(), tasks[:5], on_error="record")
+    reasons = [r["error"] for r in res.failures]
+    assert len(reasons) == 3 and "shape" in reasons[0] and "NaN" in reasons[1] and "out of memory" in reasons[2]
+    assert len(res.values) == 2
+    with pytest.raises(ValueError, match="shape"):
+        Bad.calls = 0
+        evaluate(Bad(), tasks[:1])
+
+
+def test_not_an_agent_is_named():
+    with pytest.raises(TypeError, match=r"lacks \['deploy', 'reset'\]"):
+        check_agent(type("Half", (), {"adapt": lambda s, t: None, "predict": lambda s, t: None})())
+
+
+def test_prototype_learner_in_the_gym_loop(omniglot_dir):
+    import gymnasium as gym
+
+    import pcmeta.envs  # noqa: F401
+
+    env = gym.make("pcmeta/OmniglotFewShot-v0", n_way=5, k_shot=5, n_query=2, data_dir=str(omniglot_dir))
+    policy = OmniglotPolicy(PrototypeLearner(), n_way=5)
+    correct = n = 0
+    for ep in range(4):
+        obs, _ = env.reset(seed=ep)
+        done = False
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy.act(obs))
+            correct, n, done = correct + r, n + 1, term or trunc
+    env.close()
+    assert n == 40 and policy.adaptations == 4 and correct / n > 0.4
