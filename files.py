@@ -33,6 +33,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[IO[bytes]], Any]) ->
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results and weights are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         with _suppress_missing():
