@@ -106,7 +106,6 @@ _EFFECTOR_LINK = {"scorbot": 4, "planar2": 2}
 #: Maximum torque (N m) of the two joints' velocity motors: far above what the links need, so the
 #: commanded velocity is met exactly within each 10 ms step.
 MOTOR_FORCE = 1000.0
-_MOTOR_FORCE = MOTOR_FORCE  # old private name, kept until pcmeta.demos uses MOTOR_FORCE
 #: Steps per episode (one per 10 ms target point): the registered ``max_episode_steps``.
 MAX_EPISODE_STEPS = tr.T_STEPS
 
