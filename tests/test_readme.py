@@ -27,6 +27,9 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
 
 
 BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
+#: docs/ pages' Python snippets run too (they hold figures that must come out as printed)
+DOC_BLOCKS = [(p.relative_to(REPO).as_posix(), ln, code) for p in sorted((REPO / "docs").glob("*.md"))
+              for ln, code in python_blocks(p.read_text(encoding="utf-8"))]
 
 
 def test_readme_has_python_examples():
@@ -42,6 +45,14 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
     name = f"README.md block {index} (its line 1 = README line {line})"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
     exec(compile(code, name, "exec"), {"__name__": f"readme_block_{index}"})
+
+
+@pytest.mark.parametrize("doc, line, code", DOC_BLOCKS, ids=[f"{d}:{ln}" for d, ln, _ in DOC_BLOCKS])
+def test_docs_python_block_runs(doc, line, code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = f"{doc} block at line {line}"
+    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+    exec(compile(code, name, "exec"), {"__name__": "docs_block"})
 
 
 @pytest.mark.parametrize("doc", ["README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))])
