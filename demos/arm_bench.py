@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from pcmeta.agents import eprop
     from pcmeta.tasks import trajectories as traj
 
-    if args.episodes < 1 or args.train_iters < 0:
-        raise ValueError(f"--episodes must be >= 1 and --train-iters >= 0, got {args.episodes}, {args.train_iters}")
+    # the flags are registered in pcmeta.demos.cli_snn; the same ranges as the argparse types of options.py
     torch.set_num_threads(args.threads)
     figs: dict[str, Any] = {}
     clock, x_lsg = eprop.episode_inputs(traj.sample_targets(args.episodes, rng=0))

@@ -22,8 +22,6 @@ LABELS = ("demonstration (before)", "test (after ONE update)")
 
 def _paths(args: argparse.Namespace) -> tuple[bool, Path]:
     """(write a video?, plot path), checked."""
-    if args.every < 1:
-        raise ValueError(f"--every must be >= 1, got {args.every}")
     video = not args.no_video
     if video and Path(args.out).suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"--out must end in .gif or .mp4, got {args.out!r}")

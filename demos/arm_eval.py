@@ -18,8 +18,7 @@ ROWS = (("mse_omega", "(rad/s)^2"), ("mse_xyz", "m^2"), ("loss", ""))
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.tasks < 1:
-        raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
+    # the flags are registered in pcmeta.demos.cli_snn; the same ranges as the argparse types of options.py
     if args.checkpoint and args.weights:
         raise ValueError("give --weights or --checkpoint, not both")
 

@@ -8,7 +8,9 @@ from pcmeta.demos.options import write_result
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """The handler of ``pcmeta arm train``."""
+    """The handler of ``pcmeta arm train``. The run folder's rules (a lock; another run refused unless
+    ``--resume`` or ``--overwrite``; a resumed run's settings kept unless ``--allow-changed-settings``;
+    non-finite values stop the training) are :mod:`pcmeta.runs`'s, as for ``omniglot train``."""
     import torch
 
     from pcmeta.agents import eprop
@@ -32,12 +34,17 @@ def run_train(args: argparse.Namespace) -> int:
     res = eprop.meta_train(args.out, args.iterations, batch=args.batch, lr=args.lr, lr_decay=args.lr_decay,
                            decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
                            clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
-                           resume=args.resume, clip_grad_norm=args.clip_grad_norm,
+                           resume=args.resume, overwrite=args.overwrite,
+                           allow_changed_settings=args.allow_changed_settings,
+                           clip_grad_norm=args.clip_grad_norm,
                            readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
                            trainee_noise=args.trainee_noise, voltage_reg=args.voltage_reg,
                            threshold_gradient=args.threshold_gradient, best_window=args.best_window,
                            cuda_graph=False if args.no_cuda_graph else None,
                            time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
+    if args.resume:
+        print(f"resumed {args.out} at iteration {res['resumed']}" if res["resumed"] is not None
+              else f"no checkpoint in {args.out}; started a new run")
     h = res["history"]
     if h:
         last = h[-min(len(h), 50):]

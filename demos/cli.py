@@ -62,10 +62,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         rc = args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
-        print(f"pcmeta: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        # user errors, one clear line and no traceback: bad values (ValueError, including pcmeta's own errors such
+        # as pcmeta.files.WeightsFileError, which names the file), missing or unreadable files (OSError)
+        print(f"pcmeta: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     return int(rc or 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc`` as one line (an OSError without a message: its class name)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

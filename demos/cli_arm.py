@@ -9,11 +9,12 @@ of the target vs the executed x, y, z over time.
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any
 
-from pcmeta.demos.options import write_result
+from pcmeta.demos.options import int_range, nonneg_int, positive_int, write_result
 
 
 def register(groups) -> None:
@@ -22,15 +23,18 @@ def register(groups) -> None:
         description="Oracle replay: reset pcmeta/ArmTrajectory-v0 with --seed, execute the target's joint "
                     "velocities, report the tracking MSE, write the rendered episode and a plot of target "
                     "vs executed x, y, z.")
-    p.add_argument("--seed", type=int, default=3, help="reset seed: selects the target trajectory (default 3)")
+    p.add_argument("--seed", type=nonneg_int, default=3,
+                   help="reset seed, >= 0: selects the target trajectory (default 3)")
     p.add_argument("--robot", choices=["scorbot", "planar2"], default="scorbot")
     p.add_argument("--out", default="replay.gif", help="animation path, .gif or .mp4 (default replay.gif)")
     p.add_argument("--plot", default=None, help="PNG plot path (default: --out with the suffix .png)")
     p.add_argument("--velocities", choices=["path", "omega"], default="path",
                    help="'path': omega_path, the velocities that trace the (joint-limit-clipped) target "
                         "angles exactly (default); 'omega': the target's smoothed velocities omega*")
-    p.add_argument("--every", type=int, default=3, help="render every N-th env step (default 3: 33 fps, real time)")
-    p.add_argument("--size", default="320x240", help="frame size WxH in pixels (default 320x240)")
+    p.add_argument("--every", type=positive_int, default=3,
+                   help="render every N-th env step, >= 1 (default 3: 33 fps, real time)")
+    p.add_argument("--size", type=_parse_size, default=(320, 240), metavar="WxH",
+                   help="frame size WxH in pixels, each in 16..4096 (default 320x240)")
     p.add_argument("--no-video", action="store_true", help="only the plot and the MSE")
     p.set_defaults(func=_replay)
 
@@ -40,19 +44,26 @@ def register(groups) -> None:
                     "and unwrapped), rgb_array frames/s at 320x240, and raw PyBullet stepSimulation/s of the "
                     "same robot in the same run.")
     b.add_argument("--robot", choices=["scorbot", "planar2"], default="scorbot")
-    b.add_argument("--steps", type=int, default=20000, help="env steps to time (default 20000)")
-    b.add_argument("--frames", type=int, default=200, help="frames to render (default 200)")
+    b.add_argument("--steps", type=int_range(1000), default=20000, help="env steps to time, >= 1000 (default 20000)")
+    b.add_argument("--frames", type=int_range(10), default=200, help="frames to render, >= 10 (default 200)")
     b.add_argument("--json", metavar="OUT", help="also write the figures as JSON to OUT")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=nonneg_int, default=0, help="seed of the actions and resets, >= 0 (default 0)")
     b.set_defaults(func=_bench_env)
 
 
 # --------------------------------------------------------------------------- replay
+#: a frame's width or height in pixels
+_SIZE = int_range(16, 4096)
+
+
 def _parse_size(text: str) -> tuple[int, int]:
+    """``--size WxH`` (an argparse type): each side an integer in 16..4096."""
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
+        w, h = (int(v) for v in str(text).lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size must look like 320x240, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must look like 320x240, got {text!r}") from None
+    for v in (w, h):
+        _SIZE(str(v))
     return w, h
 
 
@@ -135,7 +146,7 @@ def _plot_replay(target_xyz, executed, dist_sq, path: Path, *, seed, robot, key,
 
 def _replay(args) -> int:
     res = replay(seed=args.seed, robot=args.robot, out=None if args.no_video else args.out, plot=args.plot,
-                 velocities=args.velocities, every=args.every, size=_parse_size(args.size))
+                 velocities=args.velocities, every=args.every, size=args.size)
     print(f"oracle replay ({res['robot']}, target seed {res['seed']}, {res['velocities']}): "
           f"{res['steps']} steps of 10 ms, tracking MSE {res['mse_m2']:.3e} m^2 "
           f"(max squared error {res['max_sq_m2']:.3e} m^2)")

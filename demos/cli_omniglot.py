@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pcmeta.demos import omniglot_eval
 from pcmeta.demos.options import write_result
+from pcmeta.runs import add_run_folder_arguments
 
 PRESET_NAMES = ("paper-5w5s", "paper-5w1s", "classic-5w1s", "classic-20w1s")
 
@@ -24,7 +25,7 @@ def register(groups) -> None:
     p = groups["omniglot"].add_parser("train", help="meta-train the CNN with MAML (resumable)")
     p.add_argument("--preset", default="paper-5w5s", help=f"one of {', '.join(PRESET_NAMES)}")
     p.add_argument("--run-dir", help="output folder (default runs/omniglot-<preset>[-<bits>bit]-s<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's ckpt.pt")
+    add_run_folder_arguments(p)  # --resume, --overwrite, --allow-changed-settings (pcmeta.runs)
     p.add_argument("--iterations", type=int, help="total meta-iterations (default: the preset's)")
     p.add_argument("--meta-batch", type=int, help="tasks per meta-iteration (default: the preset's)")
     p.add_argument("--bits", type=int, help="meta-train the SoftwareSubstrate(bits=B) model (4: the paper's "
@@ -114,16 +115,17 @@ def _train(args) -> int:
             init = rescale_conv_to_range(init, cfg)
     elif args.rescale_conv:
         raise ValueError("--rescale-conv needs --init-weights")
+    if args.allow_changed_settings and not args.resume:
+        raise ValueError("--allow-changed-settings goes with --resume")
     tr = Trainer(cfg, run_dir, args.data_dir, seed=args.seed, device=args.device,
                  checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_tasks=args.eval_tasks,
                  init=init)
+    tr.open_run(resume=args.resume, overwrite=args.overwrite)  # lock; another run refused unless resumed/deleted
     if args.resume:
-        if tr.resume():
+        if tr.resume(allow_changed_settings=args.allow_changed_settings):
             print(f"resumed {run_dir} at iteration {tr.state.iteration}")
         else:
             print(f"no checkpoint in {run_dir}; starting from scratch")
-    elif tr.ckpt_path.exists():
-        raise ValueError(f"{tr.ckpt_path} exists: pass --resume to continue it or --run-dir for a new run")
     out = tr.train(progress=not args.no_progress)
     last = out["history"][-1] if out["history"] else {}
     print(f"done: {out['iteration']} iterations; last: {json.dumps(last)}")

@@ -11,6 +11,8 @@ import argparse
 import sys
 
 from pcmeta.demos.arm_options import add_arm_deployment_args
+from pcmeta.demos.options import nonneg_int, positive_float, positive_int
+from pcmeta.runs import add_run_folder_arguments
 
 #: --weights of arm eval/demo and bench snn: a file or a name of pcmeta.agents.shipped.resolve_weights
 WEIGHTS_HELP = ("weights in the released layout: a path, 'pcmeta' (default: the shipped ones), 'authors' (the "
@@ -35,7 +37,7 @@ def _register_eval(groups) -> None:
     p.add_argument("--weights", metavar="PATH.npz|NAME", default=None, help=WEIGHTS_HELP)
     p.add_argument("--checkpoint", metavar="PATH", default=None,
                    help="a checkpoint.pt of pcmeta arm train (instead of --weights)")
-    p.add_argument("--tasks", type=int, default=100, help="number of new targets (default 100)")
+    p.add_argument("--tasks", type=positive_int, default=100, help="number of new targets, >= 1 (default 100)")
     add_arm_deployment_args(p)
     p.add_argument("--engine", choices=["torch", "brian2"], default="torch")
     p.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy",
@@ -43,10 +45,10 @@ def _register_eval(groups) -> None:
     p.add_argument("--round-update", action="store_true",
                    help="software only: round the update to multiples of 1/16 (the PCM update grid)")
     p.add_argument("--float64", action="store_true", help="torch engine: simulate in float64 (default float32)")
-    p.add_argument("--batch-size", type=int, default=100, help="torch engine: tasks simulated together")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="torch engine: tasks simulated together, >= 1")
     p.add_argument("--robot", default="scorbot", choices=["scorbot"],
                    help="arm (the released weights were trained on the Scorbot)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the targets and of the chips")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the targets and of the chips, >= 0")
     p.add_argument("--rates", action="store_true",
                    help="also print the firing-rate health of both networks (mean Hz, silent and > 150 Hz "
                         "neurons) on the first 20 targets")
@@ -61,19 +63,20 @@ def _register_train(groups) -> None:
                     "LSG -> ONE e-prop update -> test trial, Adam on 0.5 MSE_omega + 0.5 MSE_xyz + rate "
                     "regularisation. Checkpoints (atomic) to OUT/checkpoint.pt and OUT/weights.npz.")
     t.add_argument("--out", default="runs/arm/meta", help="run folder (default runs/arm/meta)")
-    t.add_argument("--iterations", type=int, default=100000, help="total iterations (default 100000, the paper)")
-    t.add_argument("--batch", type=int, default=90, help="tasks per iteration (default 90)")
-    t.add_argument("--lr", type=float, default=1.5e-3)
+    t.add_argument("--iterations", type=positive_int, default=100000,
+                   help="total iterations, >= 1 (default 100000, the paper)")
+    t.add_argument("--batch", type=positive_int, default=90, help="tasks per iteration, >= 1 (default 90)")
+    t.add_argument("--lr", type=positive_float, default=1.5e-3, help="Adam learning rate, > 0 (default 1.5e-3)")
     t.add_argument("--lr-decay", type=float, default=0.99, help="lr factor every --decay-every iterations")
-    t.add_argument("--decay-every", type=int, default=500)
+    t.add_argument("--decay-every", type=positive_int, default=500, help="iterations between lr decays, >= 1")
     t.add_argument("--init", choices=["random", "weights"], default="random",
                    help="random (the authors' initial scales) or --weights (e.g. fine-tune the released ones)")
     t.add_argument("--weights", metavar="PATH.npz", default=None,
                    help="with --init weights: a weights file, or 'pcmeta' (the shipped ones) or 'authors'")
     t.add_argument("--clean-code", action="store_true",
                    help="LSG input: the Gray code without wrap-around instead of the paper's code")
-    t.add_argument("--checkpoint-every", type=int, default=25)
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--checkpoint-every", type=positive_int, default=25, help="iterations between checkpoints, >= 1")
+    add_run_folder_arguments(t)
     t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
     t.add_argument("--no-cuda-graph", action="store_true",
                    help="on CUDA, launch every kernel eagerly instead of replaying one captured iteration")
@@ -99,8 +102,8 @@ def _register_train(groups) -> None:
                         "(default 25)")
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much wall time (a checkpoint is written; --resume goes on)")
-    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads, >= 1 (default 1)")
+    t.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initial weights and targets, >= 0")
     t.set_defaults(func=_arm_train)
 
 
@@ -111,7 +114,7 @@ def _register_runs(groups) -> None:
                     "windows of --window iterations, the largest gradient norm and the LSG's mean rate, silent and "
                     "> 150 Hz neurons now (10 fixed targets).")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    r.add_argument("--window", type=int, default=25, help="iterations per loss window (default 25)")
+    r.add_argument("--window", type=positive_int, default=25, help="iterations per loss window, >= 1 (default 25)")
     r.add_argument("--json", metavar="OUT", help="also write the summaries as JSON")
     r.set_defaults(func=_arm_runs)
 
@@ -127,10 +130,11 @@ def _register_demo(groups) -> None:
     add_arm_deployment_args(d)
     d.add_argument("--engine", choices=["torch", "brian2"], default="brian2")
     d.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy")
-    d.add_argument("--seed", type=int, default=0, help="selects the target (env reset seed) and the chip seed")
+    d.add_argument("--seed", type=nonneg_int, default=0,
+                   help="selects the target (env reset seed) and the chip seed, >= 0")
     d.add_argument("--out", default="demo.gif", help="animation, .gif or .mp4 (default demo.gif)")
     d.add_argument("--plot", default=None, help="PNG plot (default: --out with the suffix .png)")
-    d.add_argument("--every", type=int, default=3, help="render every N-th step (default 3)")
+    d.add_argument("--every", type=positive_int, default=3, help="render every N-th step, >= 1 (default 3)")
     d.add_argument("--no-video", action="store_true", help="only the MSEs and the plot")
     d.add_argument("--json", metavar="OUT", help="also write the figures (and the deployment) as JSON")
     d.set_defaults(func=_arm_demo)
@@ -142,12 +146,12 @@ def _register_bench(groups) -> None:
         description="Times one one-shot episode (demonstration, LSG, update, test) in torch and in brian2 "
                     "(after code generation), and torch meta-training (forward + BPTT backward) at a batch.")
     b.add_argument("--weights", metavar="PATH.npz|NAME", default=None, help=WEIGHTS_HELP)
-    b.add_argument("--episodes", type=int, default=5, help="episodes timed per engine (default 5)")
+    b.add_argument("--episodes", type=positive_int, default=5, help="episodes timed per engine, >= 1 (default 5)")
     b.add_argument("--brian2-target", choices=["numpy", "cython"], default="numpy")
-    b.add_argument("--train-batch", type=int, default=90, help="meta-training batch (default 90)")
-    b.add_argument("--train-iters", type=int, default=1,
-                   help="meta-training iterations timed (default 1; 0 skips the meta-training figure)")
-    b.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    b.add_argument("--train-batch", type=positive_int, default=90, help="meta-training batch, >= 1 (default 90)")
+    b.add_argument("--train-iters", type=nonneg_int, default=1,
+                   help="meta-training iterations timed, >= 0 (default 1; 0 skips the meta-training figure)")
+    b.add_argument("--threads", type=positive_int, default=1, help="torch threads, >= 1 (default 1)")
     b.add_argument("--json", metavar="OUT")
     b.set_defaults(func=_bench_snn)
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from pcmeta.demos.options import command_line, write_result
+from pcmeta.demos.options import command_line, int_list, int_range, nonneg_int, positive_int, write_result
 from pcmeta.hardware.times import TIMES
 
 #: Digital baseline for the energy comparison (assumptions, order of magnitude): an 8-bit MAC including
@@ -31,7 +31,8 @@ CHIP_WEIGHTS, FLOAT_WEIGHTS = "paper_5w5s_4bit", "paper_5w5s"
 def register(groups) -> None:
     p = groups["omniglot"].add_parser("compare", help="the paper's software vs PCM table after 0..4 on-chip steps")
     _common(p, tasks=1000)
-    p.add_argument("--shots", default="5,1", help="comma-separated K (default 5,1)")
+    p.add_argument("--shots", type=int_list(1), default=[5, 1], metavar="K[,K...]",
+                   help="comma-separated support images per class, each >= 1 (default 5,1)")
     p.add_argument("--float-weights", metavar="NAME|PATH", help="the 32-bit software model (default: the shipped "
                    f"float {FLOAT_WEIGHTS}); the other rows use --weights (the 4-bit model)")
     p.add_argument("--out", default="results/omniglot_compare", help="output folder (table.md, compare.json)")
@@ -49,11 +50,12 @@ def register(groups) -> None:
 def _common(p, tasks: int) -> None:
     p.add_argument("--weights", metavar="NAME|PATH", help=f"model .npz, a shipped name or 'authors' (default: the "
                    f"shipped 4-bit paper model, {CHIP_WEIGHTS})")
-    p.add_argument("--tasks", type=int, default=tasks, help="tasks per condition")
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--queries", type=int, default=5)
+    p.add_argument("--tasks", type=positive_int, default=tasks, help=f"tasks per condition, >= 1 (default {tasks})")
+    p.add_argument("--ways", type=int_range(2), default=5, help="classes per task, >= 2 (default 5; must match the "
+                   "readout of the weights)")
+    p.add_argument("--queries", type=positive_int, default=5, help="query images per class, >= 1 (default 5)")
     p.add_argument("--data-dir")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the tasks and the chips, >= 0 (default 0)")
 
 
 def _setup(args):
@@ -70,6 +72,8 @@ def _setup(args):
     model = MAML.from_weights(weights)
     if model.cfg.arch != "paper":
         raise ValueError(f"{weights}: the chip protocol needs the paper CNN (readout-only adaptation)")
+    if args.ways != model.cfg.n_way:
+        raise ValueError(f"--ways {args.ways} does not match the {model.cfg.n_way}-way readout of {weights}")
     pool = class_pool("paper", "test", args.data_dir)
     return model, pool, weights
 
@@ -133,7 +137,7 @@ def _compare(args) -> int:
     model, pool, weights = _setup(args)
     float_weights = resolve_weights(args.float_weights or FLOAT_WEIGHTS, "omniglot")
     float_model = MAML.from_weights(float_weights)
-    shots = [int(s) for s in args.shots.split(",")]
+    shots = list(args.shots)
     out = Path(args.out)
     conditions = compare_conditions(model)
     res = {"weights": str(weights), "float_weights": str(float_weights), "tasks": args.tasks, "rows": {},

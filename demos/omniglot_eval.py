@@ -11,7 +11,8 @@ Registration is cheap; torch and the data are loaded inside the handler.
 """
 from __future__ import annotations
 
-from pcmeta.demos.options import add_deployment_args, deployment_from_args, write_result
+from pcmeta.demos.options import (add_deployment_args, deployment_from_args, int_range, nonneg_int, positive_int,
+                                  write_result)
 
 #: Weights of ``omniglot eval`` on a chip when no ``--weights``: meta-trained through the 4-bit quantizer (the
 #: float weights lose most of their small conv weights to the 4-bit grid: ~46 % there at 1 min).
@@ -41,22 +42,24 @@ def register(groups) -> None:
                      help="weights .npz (the authors' released layout or ours), the name of a shipped file (e.g. "
                      "classic_5w1s), or 'authors' (the authors' released weights, in $PCMETA_REFERENCE_DIR); "
                      f"default: the shipped paper_5w5s ({DEFAULT_CHIP_WEIGHTS} on a chip deployment)")
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", type=int, default=5)
-    p.add_argument("--queries", type=int, default=5, help="query images per class")
-    p.add_argument("--tasks", type=int, default=1000)
-    p.add_argument("--steps", type=int, help="inner SGD steps (default: the model's test steps)")
+    p.add_argument("--ways", type=int_range(2), default=5, help="classes per task, >= 2 (default 5; must match "
+                   "the readout of the weights)")
+    p.add_argument("--shots", type=positive_int, default=5, help="support images per class, >= 1 (default 5)")
+    p.add_argument("--queries", type=positive_int, default=5,
+                   help="query images per class, >= 1 (default 5; shots + queries <= 20)")
+    p.add_argument("--tasks", type=positive_int, default=1000, help="tasks evaluated, >= 1 (default 1000)")
+    p.add_argument("--steps", type=nonneg_int, help="inner SGD steps, >= 0 (default: the model's test steps)")
     p.add_argument("--split", help="paper or classic (default: the split the weights were trained on)")
     p.add_argument("--part", default="test", help="train, val or test part of the split")
     p.add_argument("--data-dir")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the tasks and the chip, >= 0 (default 0)")
     add_deployment_args(p, "omniglot")
     p.add_argument("--substrate", choices=("software", "pcm"), default=None,
                    help="alias of --deployment (which wins when both are given): software (= software, or software-4bit with --bits 4) or pcm "
                    "(= the pcm preset: the network on the simulated PCM chip, the readout on its own crossbar "
                    "scale, adapted there with on-chip updates); default: software")
-    p.add_argument("--bits", type=int, help="software: evaluate through SoftwareSubstrate(bits=B); chip: the "
-                   "weight bits programmed into the chip (the presets' 4)")
+    p.add_argument("--bits", type=int_range(1, 16), help="1..16; software: evaluate through "
+                   "SoftwareSubstrate(bits=B); chip: the weight bits programmed into the chip (the presets' 4)")
     p.add_argument("--drift-compensation", choices=("none", "global", "per_column"), default=None,
                    help="chip: digital drift compensation of the crossbar outputs (the presets': none)")
     p.add_argument("--readout-w-max", default=None, metavar="W|auto",
@@ -98,19 +101,11 @@ def eval_deployment(args):
 
 def _load_model(args, on_chip: bool):
     """(model, its source) from ``--checkpoint`` or ``--weights`` (see :func:`pcmeta.agents.shipped.resolve_weights`)."""
-    from pathlib import Path
-
-    import torch
-
-    from pcmeta.agents.maml import MAML, MAMLConfig
+    from pcmeta.agents.maml import MAML
     from pcmeta.agents.shipped import resolve_weights
 
     if args.checkpoint:
-        path = Path(args.checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        return MAML(MAMLConfig.from_dict(ck["config"]), ck["params"], device=args.device), str(path)
+        return MAML.from_checkpoint(args.checkpoint, device=args.device), str(args.checkpoint)
     path = resolve_weights(args.weights or (DEFAULT_CHIP_WEIGHTS if on_chip else None), "omniglot")
     return MAML.from_weights(path, device=args.device), str(path)
 

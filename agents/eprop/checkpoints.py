@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcmeta.files import save_torch
+from pcmeta.files import load_checkpoint, save_torch
 from pcmeta.tasks import trajectories as traj
 
 from .config import PARAM_KEYS
@@ -26,18 +26,20 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A :func:`~pcmeta.agents.eprop.training.meta_train` checkpoint (``weights_only`` load, on the CPU)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    ck = torch.load(p, map_location="cpu", weights_only=True)
-    if "params" not in ck:
-        raise ValueError(f"{p} is not a pcmeta arm checkpoint (no 'params')")
-    return ck
+    return load_checkpoint(path, "arm checkpoint", required=("params",))
 
 
 def load_checkpoint_params(path: str | Path, dtype=torch.float32) -> dict[str, torch.Tensor]:
-    """The parameters of a :func:`~pcmeta.agents.eprop.training.meta_train` checkpoint (``checkpoint.pt``)."""
-    ck = read_checkpoint(path)
+    """The parameters of a :func:`~pcmeta.agents.eprop.training.meta_train` checkpoint (``checkpoint.pt``), loaded
+    through :func:`pcmeta.files.load_checkpoint` (``weights_only``) and checked like a weights file
+    (:func:`~pcmeta.agents.eprop.weights.check_params`): FileNotFoundError without a file,
+    :class:`pcmeta.files.WeightsFileError` naming the file for anything that does not fit."""
+    from pcmeta.files import load_checkpoint
+
+    from .weights import check_params
+
+    ck = load_checkpoint(path, "arm checkpoint", required=("params",))
+    check_params(ck["params"], path, "arm checkpoint", label="params")
     return {k: ck["params"][k].to(dtype) for k in PARAM_KEYS}
 
 
@@ -47,11 +49,7 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     firing health (:func:`~pcmeta.agents.eprop.evaluation.firing_stats`) of its current weights on
     ``n_targets`` fixed targets (seed 0)."""
     p = Path(run_dir) / "checkpoint.pt"
-    if not p.is_file():
-        raise FileNotFoundError(f"no meta-training checkpoint at {p}")
-    ck = torch.load(p, map_location="cpu", weights_only=True)
-    if "history" not in ck or "params" not in ck:
-        raise ValueError(f"{p} is not a pcmeta arm checkpoint")
+    ck = load_checkpoint(p, "arm checkpoint", required=("params", "history"))
     h = ck["history"]
     loss = np.array([x["loss"] for x in h], dtype=float)
     gn = [x["grad_norm"] for x in h if "grad_norm" in x and math.isfinite(x["grad_norm"])]

@@ -1,6 +1,7 @@
 """Meta-training (SPEC section 2, outer loop): BPTT through the one e-prop update, Adam on the LSG and the
 learning network's initial weights; resumable, checkpointed atomically, optionally one CUDA graph per
-iteration."""
+iteration. The run folder is held and checked through :mod:`pcmeta.runs` (lock, temporaries, another run,
+changed settings, non-finite values), as for MAML's :class:`~pcmeta.agents.maml.Trainer`."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pcmeta.files import load_checkpoint
+from pcmeta.runs import check_checkpoint_finite, check_finite, check_settings, kept_checkpoint, open_run
 from pcmeta.tasks import trajectories as traj
 
 from .checkpoints import atomic_save
@@ -21,7 +24,19 @@ from .episode import target_tensors
 from .losses import META_FIGURES, meta_loss_tensors
 from .weights import init_params, load_weights, save_weights_npz
 
-__all__ = ["MetaTrainOptions", "meta_train", "READOUT_LR_FACTOR"]
+__all__ = ["MetaTrainOptions", "meta_train", "READOUT_LR_FACTOR", "RUN_FILES", "RUN_SETTINGS"]
+
+#: A meta-training run's own files in its folder (what ``overwrite`` deletes, what makes a folder "hold a run").
+RUN_FILES = ("checkpoint.pt", "weights.npz", "best.npz")
+#: Temporary files of killed writers that do not go through :mod:`pcmeta.files` (removed on start).
+_OLD_TEMPORARIES = ("weights.npz.tmp.npz", "best.npz.tmp.npz")
+#: The options a resumed run must keep (the checkpoint's ``config``); the others (iterations, checkpoint_every,
+#: device, cuda_graph, progress, time_limit_s, best_window) may change.
+RUN_SETTINGS = ("batch", "lr", "lr_decay", "decay_every", "seed", "clean_code", "clip_grad_norm",
+                "readout_lr_factor", "detach_reset", "trainee_noise", "voltage_reg", "threshold_gradient")
+#: A setting's value in runs from before the setting existed (their behaviour then).
+_OLD_RUN_VALUES = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "voltage_reg": 0.0,
+                   "trainee_noise": "none", "threshold_gradient": True}
 
 #: Default lr factor of the learning network's readout in :func:`meta_train`: 1, one lr for every matrix as
 #: in the authors' code (1 - kappa, Adam on the readout in the filter's units, stalled learning in a CPU run:
@@ -45,7 +60,15 @@ class MetaTrainOptions:
         device: torch device.
         checkpoint_every: iterations between checkpoints (``checkpoint.pt``: parameters, optimizer, history;
             ``weights.npz``: the released layout), both written atomically.
-        resume: continue from the checkpoint in the run folder.
+        resume: continue from the checkpoint in the run folder (a folder without one starts a new run). The
+            :data:`RUN_SETTINGS` must be given as the run was started (``readout_lr_factor`` None: the run's);
+            others are refused, naming each, unless ``allow_changed_settings``. A checkpoint with non-finite
+            parameters is refused.
+        overwrite: a new run in a folder that holds another run deletes that run's files (:data:`RUN_FILES`)
+            first; without it (and without ``resume``) such a folder is refused. A folder that also holds other
+            files is refused either way (see :func:`pcmeta.runs.open_run`).
+        allow_changed_settings: with ``resume``, continue under the given :data:`RUN_SETTINGS` where they differ
+            from the run's (the changes are printed, and recorded in the checkpoint as ``setting_changes``).
         progress: show a tqdm bar.
         time_limit_s: stop (after a checkpoint) once this much wall time has passed; a later ``resume`` goes on.
         cuda_graph: (default: on for a CUDA device) capture forward + BPTT backward of one iteration once as a
@@ -77,9 +100,10 @@ class MetaTrainOptions:
             the current weights are written to ``best.npz`` (the checkpoint records its iteration and loss as
             ``best``). Runs that later degrade keep their best weights.
 
-    A resumed run keeps the readout_lr_factor, detach_reset, trainee_noise, voltage_reg and threshold_gradient
-    it was started with (runs from before an option: its old behaviour; detach_reset and threshold_gradient
-    True).
+    Runs from before an option ran with its old behaviour (detach_reset and threshold_gradient True); resuming
+    one asks for those values. The run folder is locked while the training runs (a second process is refused),
+    and a non-finite loss, gradient or parameter stops the training (:class:`pcmeta.runs.NonFiniteError`, naming
+    the iteration) before that state is written: the last good checkpoint stays.
     """
 
     batch: int = 90
@@ -103,6 +127,8 @@ class MetaTrainOptions:
     voltage_reg: float = 0.0
     threshold_gradient: bool = False
     best_window: int = 25
+    overwrite: bool = False
+    allow_changed_settings: bool = False
 
 
 def meta_train(out_dir: str | Path, iterations: int, **options: Any) -> dict[str, Any]:
@@ -112,15 +138,20 @@ def meta_train(out_dir: str | Path, iterations: int, **options: Any) -> dict[str
     on :func:`~pcmeta.agents.eprop.losses.meta_loss`. ``options``: the fields of :class:`MetaTrainOptions`.
     The run folder ``out_dir`` receives ``checkpoint.pt``, ``weights.npz`` and ``best.npz``.
 
-    Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s)
-    and the paths.
+    Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s),
+    the paths, ``resumed`` (the iteration resumed from, None for a new run) and ``setting_changes``.
     """
     t_start = time.perf_counter()
-    run = _MetaRun(Path(out_dir), iterations, MetaTrainOptions(**options))
-    it_done = run.train(t_start)
+    o = MetaTrainOptions(**options)
+    if o.allow_changed_settings and not o.resume:
+        raise ValueError("--allow-changed-settings goes with --resume")
+    with open_run(out_dir, RUN_FILES, resume=o.resume, overwrite=o.overwrite, temporaries=_OLD_TEMPORARIES):
+        run = _MetaRun(Path(out_dir), iterations, o)
+        it_done = run.train(t_start)
     return {"iteration": max(run.start, it_done), "history": run.history, "checkpoint": str(run.ck_path),
             "weights": str(run.w_path), "wall_s": time.perf_counter() - t_start, "cuda_graph": run.graph is not None,
-            "best": dict(run.best), "best_weights": str(run.best_path) if run.best else None}
+            "best": dict(run.best), "best_weights": str(run.best_path) if run.best else None,
+            "resumed": run.resumed, "setting_changes": list(run.setting_changes)}
 
 
 class _MetaRun:
@@ -138,9 +169,13 @@ class _MetaRun:
             raise ValueError(f"cuda_graph needs a CUDA device, got {o.device!r}")
         ck = self._start(o)
         self.best = dict(ck.get("best", {})) if ck is not None else {}
-        _resolve_options(o, ck, self.ck_path)
+        self.resumed = self.saved = self.start if ck is not None else None  # iteration of the last checkpoint
+        changes = _resolve_options(o, ck, self.ck_path)
+        self.setting_changes = list(ck.get("setting_changes", [])) if ck is not None else []
+        if changes:
+            self.setting_changes.append({"iteration": self.start, "changes": changes})
         self.o = o
-        self.opt, self.sched = _optimizer(self.params, o, ck)
+        self.opt, self.sched = _optimizer(self.params, o, ck, changed=bool(changes))
         self.dtype = self.params["W_in_lsg"].dtype
         self.clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=self.dtype, device=self.dev)
         self.pending: list[torch.Tensor] = []  # per-iteration figures still on the device
@@ -150,12 +185,11 @@ class _MetaRun:
         """Parameters, first iteration and history: from the checkpoint (resume) or fresh. Returns the
         checkpoint (None when fresh)."""
         if o.resume and self.ck_path.is_file():
-            ck = torch.load(self.ck_path, map_location="cpu", weights_only=True)
+            ck = load_checkpoint(self.ck_path, "arm checkpoint", required=("params", "iteration", "history"))
+            check_checkpoint_finite(self.ck_path, {k: ck["params"][k] for k in PARAM_KEYS})
             self.params = {k: ck["params"][k].to(self.dev).requires_grad_(True) for k in PARAM_KEYS}
             self.start, self.history = int(ck["iteration"]), list(ck["history"])
             return ck
-        if o.resume:
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.ck_path}")
         if o.init == "random":
             p0 = init_params(o.seed)
         elif o.init == "weights":
@@ -173,15 +207,30 @@ class _MetaRun:
         return tg.robot, target_tensors(tg, dtype=self.dtype, clean_code=self.o.clean_code)
 
     def flush(self) -> None:
-        """Move the pending per-iteration figures from the device into the history."""
+        """Move the pending per-iteration figures from the device into the history; a non-finite loss or
+        gradient norm among them stops the training (:class:`pcmeta.runs.NonFiniteError`)."""
         for row in self.pending:
             vals = row.tolist()
-            self.history.append({**dict(zip(META_FIGURES + ("grad_norm",), vals[1:])), "iteration": int(vals[0])})
+            rec = {**dict(zip(META_FIGURES + ("grad_norm",), vals[1:])), "iteration": int(vals[0])}
+            self.check(rec["iteration"] + 1, rec["loss"], rec["grad_norm"])
+            self.history.append(rec)
         self.pending.clear()
 
+    def kept(self) -> str:
+        return kept_checkpoint(self.ck_path, self.saved)
+
+    def check(self, it: int, loss, grad_norm) -> None:
+        """Stop unless the loss and the gradient norm (None: not checked) of iteration ``it`` are finite."""
+        check_finite({"loss": loss}, "loss", it, self.kept())
+        check_finite({"gradient norm": grad_norm}, "gradient", it, self.kept())
+
+    def check_params(self, it: int) -> None:
+        check_finite(self.params, "parameters after the Adam step", it, self.kept())
+
     def save(self, it: int) -> None:
-        """Checkpoint and weights after ``it`` iterations (atomic)."""
+        """Checkpoint and weights after ``it`` iterations (atomic); non-finite values stop the training instead."""
         self.flush()
+        self.check_params(it)
         o = self.o
         config = {"batch": o.batch, "lr": o.lr, "lr_decay": o.lr_decay, "decay_every": o.decay_every,
                   "seed": o.seed, "init": o.init, "clean_code": o.clean_code, "clip_grad_norm": o.clip_grad_norm,
@@ -190,8 +239,10 @@ class _MetaRun:
                   "threshold_gradient": o.threshold_gradient}
         atomic_save({"params": {k: v.detach().cpu() for k, v in self.params.items()},
                      "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "iteration": it,
-                     "history": self.history, "config": config, "best": self.best}, self.ck_path)
+                     "history": self.history, "config": config, "best": self.best,
+                     "setting_changes": self.setting_changes}, self.ck_path)
         save_weights_npz(self.params, self.w_path)
+        self.saved = it
 
     def track_best(self, it: int) -> None:
         """Write best.npz when the last full window's mean loss is the lowest so far."""
@@ -202,6 +253,7 @@ class _MetaRun:
             return
         window = float(np.mean([h["loss"] for h in recent]))
         if math.isfinite(window) and window < self.best.get("window_loss", math.inf):
+            self.check_params(it)
             save_weights_npz(self.params, self.best_path)
             self.best.update(iteration=it, window_loss=window, window=w)
 
@@ -244,8 +296,13 @@ class _MetaRun:
         clip = self.o.clip_grad_norm
         gnorm = torch.nn.utils.clip_grad_norm_([self.params[k] for k in PARAM_KEYS],
                                                math.inf if clip is None else clip)
+        eager = self.graph is None  # (the graph path checks its figures when they reach the CPU, in flush)
+        if eager:
+            self.check(it + 1, figs["loss"].detach(), gnorm.detach())
         self.opt.step()
         self.sched.step()
+        if eager:
+            self.check_params(it + 1)
         self.pending.append(torch.stack([torch.tensor(float(it), dtype=self.dtype, device=self.dev)]
                                         + [figs[k].detach().to(self.dtype) for k in META_FIGURES]
                                         + [gnorm.detach().to(self.dtype)]).clone())
@@ -282,19 +339,17 @@ class _MetaRun:
         return it_done
 
 
-def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> None:
-    """A resumed run keeps its options (runs from before an option: its old behaviour); then validate."""
+def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> list[str]:
+    """A resumed run: the given :data:`RUN_SETTINGS` against the run's (refused when they differ, unless
+    ``allow_changed_settings``; returns the changes); then validate."""
+    changes: list[str] = []
     if ck is not None:
-        ck_cfg = ck.get("config", {})
-        own = float(ck_cfg.get("readout_lr_factor", 1.0))
-        if o.readout_lr_factor is not None and float(o.readout_lr_factor) != own:
-            raise ValueError(f"{ck_path} was started with readout_lr_factor {own:g}; resume it without the option "
-                             f"or with the same value (got {o.readout_lr_factor!r})")
-        o.readout_lr_factor = own
-        o.detach_reset = bool(ck_cfg.get("detach_reset", True))
-        o.trainee_noise = str(ck_cfg.get("trainee_noise", "none"))
-        o.voltage_reg = float(ck_cfg.get("voltage_reg", 0.0))
-        o.threshold_gradient = bool(ck_cfg.get("threshold_gradient", True))
+        run = {**_OLD_RUN_VALUES, **dict(ck.get("config", {}))}
+        if o.readout_lr_factor is None:
+            o.readout_lr_factor = float(run["readout_lr_factor"])
+        changes = check_settings(ck_path, {k: getattr(o, k) for k in RUN_SETTINGS}, run,
+                                 allow=o.allow_changed_settings, flags={"detach_reset": "--no-reset-gradient"})
+        o.init = run.get("init", o.init)  # how the run started (its config records it)
     elif o.readout_lr_factor is None:
         o.readout_lr_factor = READOUT_LR_FACTOR
     if o.trainee_noise not in TRAINEE_NOISE:
@@ -303,11 +358,12 @@ def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> Non
         raise ValueError(f"voltage_reg must be a finite number >= 0, got {o.voltage_reg!r}")
     if not (o.readout_lr_factor > 0 and math.isfinite(o.readout_lr_factor)):
         raise ValueError(f"readout_lr_factor must be a positive number, got {o.readout_lr_factor!r}")
+    return changes
 
 
-def _optimizer(params: dict[str, torch.Tensor], o: MetaTrainOptions, ck: dict | None):
+def _optimizer(params: dict[str, torch.Tensor], o: MetaTrainOptions, ck: dict | None, changed: bool = False):
     """Adam (the learning network's readout in its own group, lr x readout_lr_factor) and the step lr schedule,
-    restored from the checkpoint when resuming."""
+    restored from the checkpoint when resuming (``changed``: with the given lr, factor and schedule)."""
     if ck is not None and len(ck["optimizer"]["param_groups"]) == 1:
         opt = torch.optim.Adam([params[k] for k in PARAM_KEYS], lr=o.lr)  # a run from before per-matrix groups
     else:
@@ -317,4 +373,11 @@ def _optimizer(params: dict[str, torch.Tensor], o: MetaTrainOptions, ck: dict | 
     if ck is not None:
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        if changed:  # allowed changes of lr, readout_lr_factor, lr_decay, decay_every apply from here on
+            one = len(opt.param_groups) == 1
+            sched.base_lrs = [o.lr * (o.readout_lr_factor if k == "W_out_trainee" and not one else 1.0)
+                              for k in (PARAM_KEYS[:1] if one else PARAM_KEYS)]
+            sched.step_size, sched.gamma = o.decay_every, o.lr_decay
+            for g, base in zip(opt.param_groups, sched.base_lrs):
+                g["initial_lr"], g["lr"] = base, base * o.lr_decay ** (sched.last_epoch // o.decay_every)
     return opt, sched

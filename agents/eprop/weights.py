@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from pcmeta.agents.shipped import DEFAULTS, WEIGHTS_DIR, resolve_weights
+from pcmeta.files import check_arrays, load_arrays, save_npz
 
 from .config import LEARNER, LSG, PARAM_KEYS
 
-__all__ = ["SHIPPED_WEIGHTS", "load_weights", "save_weights_npz", "init_params"]
+__all__ = ["SHIPPED_WEIGHTS", "SHAPES", "load_weights", "check_params", "save_weights_npz", "init_params"]
 
 #: pcmeta's own meta-trained arm weights, shipped as package data (agents/weights/arm_eprop.md says how made);
 #: names and the authors' released weights are resolved by :func:`pcmeta.agents.shipped.resolve_weights`
@@ -24,11 +25,15 @@ SHIPPED_WEIGHTS: Path = WEIGHTS_DIR / DEFAULTS["arm"]
 
 
 #: the shape of every matrix of a weight dict, (pre, post)
-_SHAPES = {
+SHAPES = {
     "W_in_lsg": (LSG.n_in, LSG.n_rec), "W_rec_lsg": (LSG.n_rec, LSG.n_rec), "W_out_lsg": (LSG.n_rec, LSG.n_out),
     "W_in_trainee": (LEARNER.n_in, LEARNER.n_rec), "W_rec_trainee": (LEARNER.n_rec, LEARNER.n_rec),
     "W_out_trainee": (LEARNER.n_rec, LEARNER.n_out),
 }
+
+
+#: What the messages call the files of this module.
+WHAT = "arm weights"
 
 
 def load_weights(path: str | Path | None = None, dtype=torch.float32, device=None) -> dict[str, torch.Tensor]:
@@ -36,28 +41,25 @@ def load_weights(path: str | Path | None = None, dtype=torch.float32, device=Non
 
     ``path``: a file, or a name of :func:`pcmeta.agents.shipped.resolve_weights` (None / "pcmeta": the shipped
     weights; "authors": the authors' released ones from ``$PCMETA_REFERENCE_DIR``; a shipped name). Raises
-    FileNotFoundError (saying where the file should be) / ValueError with the expected layout when the file is
-    missing or a key or shape does not fit.
+    FileNotFoundError (saying where the file should be) when the file is missing, and
+    :class:`pcmeta.files.WeightsFileError` (a ValueError) naming the file, what is wrong and the expected layout
+    when it cannot be read, lacks or adds a key, or holds a wrong shape, a non-float dtype or NaN/inf values
+    (:func:`pcmeta.files.load_arrays`).
     """
     p = resolve_weights(path, "arm")
-    with np.load(p) as d:
-        missing = [k for k in PARAM_KEYS if k not in d]
-        if missing:
-            raise ValueError(f"{p} lacks the keys {missing}; expected {list(PARAM_KEYS)}")
-        out = {k: torch.as_tensor(np.asarray(d[k]), dtype=dtype, device=device) for k in PARAM_KEYS}
-    for k, s in _SHAPES.items():
-        if tuple(out[k].shape) != s:
-            raise ValueError(f"{p}: {k} has shape {tuple(out[k].shape)}, expected {s}")
-    return out
+    d = load_arrays(p, SHAPES, WHAT)
+    return {k: torch.as_tensor(np.asarray(d[k]), dtype=dtype, device=device) for k in PARAM_KEYS}
+
+
+def check_params(params: Mapping, path: str | Path, what: str = WHAT, label: str = "") -> None:
+    """:class:`pcmeta.files.WeightsFileError` naming ``path`` unless ``params`` (arrays or tensors by key) are a
+    weight dict: exactly :data:`PARAM_KEYS`, the shapes of :data:`SHAPES`, real floating point, finite."""
+    check_arrays(params if isinstance(params, dict) else dict(params), SHAPES, path=path, what=what, label=label)
 
 
 def save_weights_npz(params: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """Write a weight dict in the released .npz layout (float32, (pre, post)), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{k: params[k].detach().cpu().float().numpy() for k in PARAM_KEYS})
-    tmp.replace(path)
+    save_npz(path, {k: params[k].detach().cpu().float().numpy() for k in PARAM_KEYS})
 
 
 def init_params(seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:

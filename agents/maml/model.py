@@ -5,11 +5,13 @@ import os
 
 import torch
 
+from pcmeta.files import WeightsFileError
+
 from .config import CONV_KEYS, MAMLConfig
 from .deployed import DeployedCNN
 from .inner import meta_loss
 from .network import Transform, init_params
-from .weights import load_weights
+from .weights import WHAT, check_params, load_checkpoint, load_weights
 
 
 class MAML:
@@ -57,11 +59,24 @@ class MAML:
         path = resolve_weights(path, "omniglot")
         params, stored = load_weights(path)
         c = cfg or stored
-        C, N = params["readout"].shape
-        if c.channels != C or c.n_way != N:
-            raise ValueError(f"{path} holds a C={C}, {N}-way network; the config asks for "
-                             f"C={c.channels}, {c.n_way}-way")
+        if c is None:
+            raise WeightsFileError(path, "holds no config_json (pcmeta's layout needs one)",
+                                   "a file written by save_weights, or pass cfg=MAMLConfig(...)", WHAT)
+        if cfg is not None:  # the stored config was checked by load_weights; the one asked for must fit too
+            try:
+                check_params(params, cfg, path)
+            except WeightsFileError as exc:
+                raise WeightsFileError(path, f"{exc.problem}: it does not hold the network the config asks for "
+                                             f"({cfg.arch} CNN, C={cfg.channels}, {cfg.n_way}-way)", exc.expected,
+                                       WHAT) from None
         return cls(c, params, **kw)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kw) -> "MAML":
+        """The model of a ``ckpt.pt`` written by ``pcmeta omniglot train`` (its config and parameters), checked
+        through :func:`pcmeta.files.load_checkpoint`."""
+        params, cfg = load_checkpoint(path)
+        return cls(cfg, params, **kw)
 
     def meta_loss(self, sx, sy, qx, qy, steps=None, first_order=None):
         return meta_loss(self.params, sx, sy, qx, qy, self.cfg, steps, first_order, self.transform)
@@ -70,6 +85,8 @@ class MAML:
     def evaluate(self, sx, sy, qx, qy, steps: int | None = None) -> torch.Tensor:
         """Query accuracy per task (T,) after ``steps`` (default: the config's test steps) inner steps."""
         steps = self.cfg.test_steps if steps is None else steps
+        if int(steps) < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
         if self.cfg.adapt == "head":
             _, acc = meta_loss(self.params, sx, sy, qx, qy, self.cfg, steps, True, self.transform)
             return acc
@@ -94,3 +111,4 @@ class MAML:
         """Place :meth:`deployable_params` on ``substrate`` (conv layers as im2col matrices, the readout),
         named ``prefix + "conv1"`` ... ``prefix + "readout"``."""
         return DeployedCNN(self.cfg, self.deployable_params(), substrate, prefix)
+

@@ -1,5 +1,8 @@
 """Meta-training of MAML (:class:`Trainer`: Adam outer loop, atomic resumable checkpoints, validation) and the
-benchmark of the vectorised meta-objective against a per-task loop (:func:`bench_meta_iterations`)."""
+benchmark of the vectorised meta-objective against a per-task loop (:func:`bench_meta_iterations`).
+
+The run folder is held and checked through :mod:`pcmeta.runs` (lock, temporaries, another run, changed settings,
+non-finite values), as for the spiking learner's :func:`~pcmeta.agents.eprop.meta_train`."""
 from __future__ import annotations
 
 import json
@@ -11,11 +14,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pcmeta.files import load_checkpoint, save_torch
+from pcmeta.runs import (NonFiniteError, RunFolder, check_checkpoint_finite, check_finite, check_settings, kept_checkpoint,
+                         open_run)
+
 from .config import MAMLConfig
 from .evaluation import evaluate, mean_ci95
 from .inner import meta_loss_loop
 from .model import MAML
-from .weights import atomic_torch_save, save_weights
+from .weights import save_weights
+
+#: A MAML run's own files in its folder (what ``overwrite`` deletes, what makes a folder "hold a run").
+RUN_FILES = ("ckpt.pt", "train.log", "weights.npz")
+#: Temporary files of killed writers of earlier versions (removed when a run folder is opened).
+_OLD_TEMPORARIES = (".ckpt.pt.*.tmp", ".weights.npz.*.tmp")
+#: The ``pcmeta omniglot train`` flag of each setting a resumed run must keep (the other config fields come
+#: from ``--preset``); the total iterations may change.
+SETTING_FLAGS = {"seed": "--seed", "meta_batch": "--meta-batch", "bits": "--bits", "quantize": "--quantize",
+                 "first_order": "--first-order", "train_substrate": "--noise-aware", "train_time_s": "--train-time"}
 
 
 @dataclass
@@ -34,6 +50,13 @@ class Trainer:
         seed: seeds initialisation, task sampling and quantization noise.
         checkpoint_every: iterations between checkpoints; eval_every: iterations between validation
             evaluations (``eval_tasks`` tasks from the split's val part, fixed seed).
+
+    The run folder is held (:func:`pcmeta.runs.open_run`: an OS lock, temporaries of killed writers removed)
+    from :meth:`open_run` / :meth:`resume` / :meth:`train` until :meth:`train` returns or fails (or
+    :meth:`close`). A fresh run refuses a folder that holds another run (``open_run(overwrite=True)`` deletes
+    it first); :meth:`resume` refuses other settings (``allow_changed_settings``) and non-finite parameters;
+    a non-finite loss, gradient or parameter stops :meth:`train` (:class:`pcmeta.runs.NonFiniteError`) before
+    that state is written.
     """
 
     def __init__(self, cfg: MAMLConfig, run_dir: str | os.PathLike, data_dir=None, seed: int = 0,
@@ -63,12 +86,32 @@ class Trainer:
         self.opt = torch.optim.Adam(list(self.model.params.values()), lr=cfg.meta_lr)
         self.state = TrainState()
         self._tracked: list[tuple[float, float]] = []
+        self._run: RunFolder | None = None
+        self._ckpt_iteration: int | None = None  # iteration of the last checkpoint written or resumed
+        self._setting_changes: list = []  # settings changed on resume (allow_changed_settings), recorded
+
+    def open_run(self, resume: bool = False, overwrite: bool = False) -> RunFolder:
+        """Hold the run folder until :meth:`train` ends (or :meth:`close`); see :func:`pcmeta.runs.open_run`:
+        unless ``resume``, a folder holding another run is refused, or deleted first with ``overwrite``.
+        A no-op when already held."""
+        if self._run is None:
+            self._run = open_run(self.run_dir, RUN_FILES, resume=resume, overwrite=overwrite,
+                                 temporaries=_OLD_TEMPORARIES)
+        return self._run
+
+    def close(self) -> None:
+        """Release the run folder."""
+        if self._run is not None:
+            self._run.close()
+            self._run = None
 
     @property
     def ckpt_path(self) -> Path:
         return self.run_dir / "ckpt.pt"
 
     def checkpoint(self) -> None:
+        check_finite(self.model.params, "parameters", self.state.iteration,
+                     kept_checkpoint(self.ckpt_path, self._ckpt_iteration))
         sub = self.model.substrate
         obj = {
             "config": self.cfg.to_dict(),
@@ -79,34 +122,57 @@ class Trainer:
             "sampler_state": self.sampler.get_state(),
             "history_json": json.dumps(self.state.history),
             "tracked_json": json.dumps(self._tracked),
+            "setting_changes_json": json.dumps(self._setting_changes),
         }
         gen = getattr(sub, "generator", None)
         if isinstance(gen, torch.Generator):
             obj["substrate_rng"] = gen.get_state()
-        atomic_torch_save(obj, self.ckpt_path)
+        save_torch(self.ckpt_path, obj)
         save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
+        self._ckpt_iteration = self.state.iteration
 
-    def resume(self, path: str | os.PathLike | None = None) -> bool:
-        """Load the last checkpoint (``run_dir/ckpt.pt`` by default); False if there is none.
+    def resume(self, path: str | os.PathLike | None = None, allow_changed_settings: bool = False) -> bool:
+        """Load the last checkpoint (``run_dir/ckpt.pt`` by default); False if there is none (a new run starts).
 
-        Temporary files of writes cut short by an interruption are removed."""
-        for stale in list(self.run_dir.glob(".ckpt.pt.*.tmp")) + list(self.run_dir.glob(".weights.npz.*.tmp")):
-            stale.unlink(missing_ok=True)
-        p = Path(path) if path else self.ckpt_path
+        Holds the run folder (removing temporary files of writes cut short by an interruption). A checkpoint made
+        with other settings (config and seed; the total iterations may change) is refused, naming each
+        difference, unless ``allow_changed_settings`` (the changes are recorded in later checkpoints and the
+        log); one with non-finite parameters is refused (:class:`pcmeta.runs.NonFiniteError`)."""
+        self.open_run(resume=True)
+        try:
+            return self._load(Path(path) if path else self.ckpt_path, allow_changed_settings)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, p: Path, allow_changed_settings: bool) -> bool:
         if not p.is_file():
             return False
-        ck = torch.load(p, map_location=self.model.device, weights_only=True)
-        stored = MAMLConfig.from_dict(ck["config"])
-        if stored.to_dict() != {**self.cfg.to_dict(), "iterations": stored.iterations}:
-            raise ValueError(f"checkpoint {p} was made with a different config: {ck['config']}")
+        ck = load_checkpoint(p, "MAML checkpoint", required=("config", "params"), map_location=self.model.device)
+        stored = MAMLConfig.from_dict(ck["config"]).to_dict()
+        run = {**{k: v for k, v in stored.items() if k != "iterations"}, "seed": ck.get("seed", self.seed)}
+        given = {**{k: v for k, v in self.cfg.to_dict().items() if k != "iterations"}, "seed": self.seed}
+        changes = check_settings(p, given, run, allow=allow_changed_settings, flags=SETTING_FLAGS,
+                                 default_flag="--preset")
+        check_checkpoint_finite(p, ck["params"])
+        for k, v in ck["params"].items():
+            if k not in self.model.params or tuple(self.model.params[k].shape) != tuple(v.shape):
+                raise ValueError(f"{p}: parameter {k!r} of shape {tuple(v.shape)} does not fit this model "
+                                 f"({tuple(self.model.params[k].shape) if k in self.model.params else 'none'})")
         with torch.no_grad():
             for k, v in ck["params"].items():
                 self.model.params[k].copy_(v)
         self.opt.load_state_dict(ck["optimizer"])
+        for g in self.opt.param_groups:
+            g["lr"] = self.cfg.meta_lr  # (a changed meta_lr applies from here on)
         self.sampler.set_state(ck["sampler_state"])
-        self.state.iteration = int(ck["iteration"])
+        self.state.iteration = self._ckpt_iteration = int(ck["iteration"])
         self.state.history = json.loads(ck["history_json"])
         self._tracked = [tuple(t) for t in json.loads(ck["tracked_json"])]
+        self._setting_changes = json.loads(ck.get("setting_changes_json", "[]"))
+        if changes:
+            self._setting_changes.append({"iteration": self.state.iteration, "changes": changes})
+            self._log(f"# resume at iteration {self.state.iteration} with changed settings: {'; '.join(changes)}")
         gen = getattr(self.model.substrate, "generator", None)
         if "substrate_rng" in ck and isinstance(gen, torch.Generator):
             gen.set_state(ck["substrate_rng"])
@@ -118,8 +184,12 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss, acc = self.model.meta_loss(sx, sy, qx, qy)
         loss.backward()
+        it, kept = self.state.iteration + 1, kept_checkpoint(self.ckpt_path, self._ckpt_iteration)
+        check_finite({"loss": loss.detach()}, "loss", it, kept)
+        check_finite({k: p.grad for k, p in self.model.params.items()}, "gradient", it, kept)
         self.opt.step()
-        self.state.iteration += 1
+        check_finite(self.model.params, "parameters after the Adam step", it, kept)
+        self.state.iteration = it
         return float(loss.detach()), float(acc.detach().mean())
 
     def validate(self, tasks: int | None = None) -> tuple[float, float]:
@@ -145,7 +215,18 @@ class Trainer:
             f.write(line + "\n")
 
     def train(self, iterations: int | None = None, progress: bool = True) -> dict:
-        """Meta-train up to ``iterations`` (default cfg.iterations) total iterations."""
+        """Meta-train up to ``iterations`` (default cfg.iterations) total iterations, holding the run folder
+        (a fresh run in a folder that holds another run is refused, see :meth:`open_run`)."""
+        self.open_run(resume=self.state.iteration > 0)
+        try:
+            return self._train(iterations, progress)
+        except NonFiniteError as exc:
+            self._log(f"# stopped: {exc}")
+            raise
+        finally:
+            self.close()
+
+    def _train(self, iterations: int | None, progress: bool) -> dict:
         total = self.cfg.iterations if iterations is None else iterations
         bar = None
         if progress:
@@ -161,31 +242,33 @@ class Trainer:
                       f"seed {self.seed}")
         else:
             self._log(f"# resume at iteration {it0} {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        while self.state.iteration < total:
-            loss, acc = self.step()
-            self._tracked.append((loss, acc))
-            it = self.state.iteration
-            if it % self.log_every == 0 or it == total:
-                L = np.mean([t[0] for t in self._tracked]); A = np.mean([t[1] for t in self._tracked])
-                self._tracked = []
-                rec = {"iteration": it, "loss": float(L), "acc": float(A),
-                       "s_per_it": (time.time() - t0) / max(it - it0, 1)}
-                if self.eval_every and (it % self.eval_every == 0 or it == total):
-                    va, ci = self.validate()
-                    rec.update(val_acc=va, val_ci95=ci)
-                self.state.history.append(rec)
-                self._log(json.dumps(rec))
+        try:
+            while self.state.iteration < total:
+                loss, acc = self.step()
+                self._tracked.append((loss, acc))
+                it = self.state.iteration
+                if it % self.log_every == 0 or it == total:
+                    L = np.mean([t[0] for t in self._tracked]); A = np.mean([t[1] for t in self._tracked])
+                    self._tracked = []
+                    rec = {"iteration": it, "loss": float(L), "acc": float(A),
+                           "s_per_it": (time.time() - t0) / max(it - it0, 1)}
+                    if self.eval_every and (it % self.eval_every == 0 or it == total):
+                        va, ci = self.validate()
+                        rec.update(val_acc=va, val_ci95=ci)
+                    self.state.history.append(rec)
+                    self._log(json.dumps(rec))
+                    if bar is not None:
+                        post = dict(loss=f"{L:.3f}", acc=f"{A:.3f}")
+                        if "val_acc" in rec:
+                            post["val"] = f"{rec['val_acc']:.3f}"
+                        bar.set_postfix(post)
                 if bar is not None:
-                    post = dict(loss=f"{L:.3f}", acc=f"{A:.3f}")
-                    if "val_acc" in rec:
-                        post["val"] = f"{rec['val_acc']:.3f}"
-                    bar.set_postfix(post)
+                    bar.update(1)
+                if it % self.checkpoint_every == 0 or it == total:
+                    self.checkpoint()
+        finally:
             if bar is not None:
-                bar.update(1)
-            if it % self.checkpoint_every == 0 or it == total:
-                self.checkpoint()
-        if bar is not None:
-            bar.close()
+                bar.close()
         save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
         return {"iteration": self.state.iteration, "history": self.state.history}
 

@@ -27,8 +27,8 @@ def test_meta_train_resume_is_exact(tmp_path):
     assert torch.equal(w["W_rec_lsg"], pa["W_rec_lsg"])
     p0 = eprop.init_params(5)
     assert not torch.equal(p0["W_in_lsg"], pa["W_in_lsg"])  # the optimizer moved the weights
-    with pytest.raises(FileNotFoundError):
-        eprop.meta_train(tmp_path / "c", 1, batch=1, resume=True, progress=False)
+    c = eprop.meta_train(tmp_path / "c", 1, batch=1, resume=True, progress=False)  # no checkpoint: a new run
+    assert c["resumed"] is None and c["iteration"] == 1 and b["resumed"] == 2
 
 
 
@@ -46,7 +46,9 @@ def test_meta_train_keeps_its_best_weights(tmp_path):
         np.testing.assert_array_equal(wa[key], wb[key])
     ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert ck["config"]["threshold_gradient"] is False and ck["best"] == a["best"]
-    c = eprop.meta_train(tmp_path / "a", 5, resume=True, threshold_gradient=True, **kw)
+    with pytest.raises(ValueError, match="--threshold-gradient on differs from the run's off"):
+        eprop.meta_train(tmp_path / "a", 5, resume=True, threshold_gradient=True, **kw)
+    c = eprop.meta_train(tmp_path / "a", 5, resume=True, **kw)
     assert c["best"]["window_loss"] <= a["best"]["window_loss"]
     ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert ck["config"]["threshold_gradient"] is False  # a resumed run keeps its setting
@@ -68,7 +70,7 @@ def test_meta_train_readout_lr_factor(tmp_path):
     assert d_rec == pytest.approx(lr, rel=1e-3)
     assert eprop.READOUT_LR_FACTOR == 1.0
     eprop.meta_train(tmp_path / "b", 1, batch=1, lr=lr, seed=2, readout_lr_factor=1.0, progress=False)
-    with pytest.raises(ValueError, match="started with readout_lr_factor 1"):
+    with pytest.raises(ValueError, match="--readout-lr-factor 0.5 differs from the run's 1"):
         eprop.meta_train(tmp_path / "b", 2, batch=1, lr=lr, seed=2, readout_lr_factor=0.5, resume=True,
                        progress=False)
     r = eprop.meta_train(tmp_path / "b", 2, batch=1, lr=lr, seed=2, resume=True, progress=False)
@@ -173,7 +175,7 @@ def test_meta_train_with_trainee_noise_resumes_exactly(tmp_path):
     kw = dict(batch=2, checkpoint_every=1, seed=4, progress=False, trainee_noise="authors")
     a = eprop.meta_train(tmp_path / "a", 2, **kw)
     eprop.meta_train(tmp_path / "b", 1, **kw)
-    b = eprop.meta_train(tmp_path / "b", 2, resume=True, progress=False, batch=2, checkpoint_every=1, seed=4)
+    b = eprop.meta_train(tmp_path / "b", 2, resume=True, **kw)
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
     ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert ck["config"]["trainee_noise"] == "authors"
