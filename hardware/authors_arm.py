@@ -33,7 +33,8 @@ from .devices import AUTHORS_ARM, AuthorsArmDevice, draw_drift_exponent, ratio_d
 from .energy import chip_totals, tile_counts
 from .mapping import reprogram_mask, round_update, split_differential
 from .periphery import tile_grid
-from .substrate import ArrayLike, Substrate, SynapticArray, check_input, check_update
+from .substrate import (ArrayLike, Substrate, SynapticArray, all_finite, as_torch, check_input, check_update,
+                        overflow_error)
 
 __all__ = ["AuthorsArmSubstrate", "AuthorsArmArray", "AuthorsArmDevice", "training_weights",
            "training_reprogram", "read_var", "programmed", "reprogrammed", "ste_clip", "G_MAX_US", "UPDATE_GRID"]
@@ -163,22 +164,30 @@ class AuthorsArmArray(SynapticArray):
     def matmul(self, x: ArrayLike) -> ArrayLike:
         """``x @ W`` with the weights read with fresh noise: one draw per call, shared by the batch (as the
         authors' model); only rows with a non-zero input are read (the others cannot affect the result)."""
-        check_input(x, self.shape[0], self.name)
-        xt = torch.from_numpy(np.asarray(x)) if isinstance(x, np.ndarray) else x
+        x = check_input(x, self.shape[0], self.name)
+        xt = as_torch(x)
         x2 = xt.reshape(-1, self.shape[0]).to(torch.float64)
         rows = torch.nonzero((x2 != 0).any(dim=0)).ravel()
+        state = self.substrate.generator.get_state()
         y = x2[:, rows] @ self.substrate.noisy_read(self.w[rows])
         y = y.reshape(*xt.shape[:-1], self.shape[1])
+        y = y.numpy() if isinstance(x, np.ndarray) else y.to(xt.dtype)
+        if not all_finite(y):
+            self.substrate.generator.set_state(state)
+            raise overflow_error(self.name, y.dtype)
         self._count(x)
-        return y.numpy() if isinstance(x, np.ndarray) else y.to(xt.dtype)
+        return y
 
     def update(self, dW: ArrayLike) -> None:
         """Round dW to multiples of 1/16 (half to even) and re-program the changed weights to w + dW_q."""
         d = check_update(dW, self.shape, self.name).detach().to(torch.float64)
         sub: AuthorsArmSubstrate = self.substrate
         dq = round_update(d, 1.0, UPDATE_GRID, "nearest")
-        changed = dq != 0
         w1 = self.w + dq
+        if not all_finite(w1):
+            raise overflow_error(self.name, w1.dtype, "the update W + dW (dW rounded to 1/16)",
+                                 "weights that stay finite")
+        changed = dq != 0
         prog_normal = sub.randn(w1.shape)
         w_new = reprogrammed(w1, changed.to(torch.float64), prog_normal, sub.randn(w1.shape), sub.t_ratio)
         self.programming_events += _programmed_devices(changed, self.w, hard_clip(w1))

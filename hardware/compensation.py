@@ -4,7 +4,12 @@ Right after programming the controller runs ``n_calibration`` fixed random +-1 i
 and keeps the outputs as the reference; later it runs them again and scales the outputs by
 ``alpha = sum|reference| / sum|now|`` (over everything for "global", per column for "per_column"), applied
 digitally after the ADC (as aihwkit's ``GlobalDriftCompensation``). When the controller re-programs devices it
-moves the reference by what it wrote (:func:`moved_reference`).
+moves the reference by the conductance change it measures on them (:func:`moved_reference`): right after
+programming minus right before (the drifted value the new target was built on, or, when targets are re-programmed
+from the last target, the value right after the previous programming). The reference is thus the placement
+calibration plus the change of the programmed conductances (and the drift losses new targets inherit): programming
+noise cannot add up in it over repeated updates (it did when the reference moved by "new target - noisy drifted
+value", whose noise never cancels once the target is clipped at +-1: alpha ran away without any drift).
 """
 from __future__ import annotations
 
@@ -32,6 +37,6 @@ def compensation_scale(reference: torch.Tensor, current: torch.Tensor, mode: str
 
 def moved_reference(reference: torch.Tensor, inputs: torch.Tensor, applied: torch.Tensor,
                     w_max: float) -> torch.Tensor:
-    """The calibration reference after the controller wrote ``applied`` (in, out; units of w_max) to the
-    devices: ``reference + inputs @ applied * w_max`` (weight units)."""
+    """The calibration reference after the programmed conductances changed by ``applied`` (in, out; units of
+    w_max = normalised conductance): ``reference + inputs @ applied * w_max`` (weight units)."""
     return reference + (inputs @ applied) * w_max

@@ -17,9 +17,12 @@ _UPDATE_FRAME = ("device", "compensated")
 _NOISE_RNG = ("torch", "counter")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PCMConfig:
     """Configuration of a simulated PCM crossbar (units in the names; 0 turns each noise off).
+
+    Frozen: every value is validated once, at construction; change one with :meth:`replace`
+    (``cfg.replace(weight_bits=4)``), which validates the new value.
 
     Attributes
     ----------

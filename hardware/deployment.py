@@ -267,7 +267,10 @@ class DeployedSubstrate(Substrate):
         del self.arrays[name]
 
     def elapse(self, seconds: float) -> None:
-        super().elapse(seconds)
+        total = self._time_after(seconds)
+        for sub in self.parts.values():  # every part accepts the new time before any moves
+            sub._time_after(seconds)
+        self.time_s = total
         for sub in self.parts.values():
             sub.elapse(seconds)
 

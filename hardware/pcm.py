@@ -38,14 +38,16 @@ import torch
 
 from .compensation import calibration_inputs, compensation_scale, moved_reference
 from .config import PCMConfig
-from .devices import DEVICES, conductance_at, draw_programming, read_noise_std, sample_read_noise
+from .devices import (DEVICES, conductance_at, draw_programming, read_noise_std, read_noise_time_factor,
+                      sample_read_noise)
 from .energy import chip_totals, tile_counts
-from .mapping import (Polarity, normalise_weights, quantize_weights, resolve_w_max, round_update,
-                      split_differential)
+from .mapping import (Polarity, normalise_weights, quantize_weights, reprogram_mask, resolve_w_max,
+                      round_update, split_differential)
 from .periphery import (adc_max_code, analog_core, compiled_core, dac_levels, output_unit, tile_grid,
                         to_row_tiles)
 from .rng import draw_key
-from .substrate import ArrayLike, Substrate, SynapticArray, check_input, check_update, to_like
+from .substrate import (ArrayLike, Substrate, SynapticArray, all_finite, as_torch, check_input, check_update,
+                        overflow_error, to_like)
 
 __all__ = ["PCMConfig", "PCMArray", "PCMSubstrate"]
 
@@ -60,6 +62,9 @@ class PCMArray(SynapticArray):
         self.tile_grid = tile_grid(self.shape, cfg.tile_rows, cfg.tile_cols)
         Wd = W.detach().to(torch.float64).cpu()
         self.w_max = resolve_w_max(Wd, cfg.w_max)
+        if not np.isfinite(self.w_max * cfg.g_max_uS):
+            raise ValueError(f"'{name}': w_max {self.w_max:.4g} times g_max_uS {cfg.g_max_uS:g} overflows float64; "
+                             "expected weights (or PCMConfig.w_max) whose product with g_max is finite")
         w = normalise_weights(Wd, self.w_max, cfg.w_max is not None, name)
         w = quantize_weights(w, cfg.weight_bits, substrate.generator)
         self.programming_events = 0
@@ -98,7 +103,8 @@ class PCMArray(SynapticArray):
             g_t, v = sub.conductance_now(side.g_prog, side.nu, side.age(sub.time_s), sample=per_time)
             parts.append(g_t)
             var = v if var is None else var + v
-        self._cache = {"G": parts[0] - parts[1], "var": var, "typed": {}}
+        # "sides": the drifted (G+, G-) without read noise, kept when they are that (no per-time noise sample)
+        self._cache = {"G": parts[0] - parts[1], "var": var, "typed": {}, "sides": None if per_time else parts}
         self._cache_time = sub.time_s
         return self._cache
 
@@ -168,24 +174,27 @@ class PCMArray(SynapticArray):
         args = (x, G, var, noise, key, lv, cfg.dac_bits is not None, on2, adc_max_code(cfg.adc_bits),
                 self.w_max * u / lv, alpha.to(dtype=dtype, device=device) if alpha is not None else None)
         y, sat, finite = compiled_core(*args) if cfg.compile and allow_compile else analog_core(*args)
-        if not bool(finite):  # amax/amin of the DAC scale propagate NaN and inf
+        if not bool(finite) or not all_finite(y):  # amax/amin of the DAC scale propagate NaN and inf
             if state is not None:
                 sub.generator.set_state(state)
-            raise ValueError(f"input to '{self.name}' contains NaN or inf; expected finite values")
+            if not bool(finite):
+                raise ValueError(f"input to '{self.name}' contains NaN or inf; expected finite values")
+            raise overflow_error(self.name, y.dtype)
         if count_saturation and sat is not None:
             self.adc_saturations += int(sat)
         return y
 
     def matmul(self, x: ArrayLike) -> ArrayLike:
         """``x @ W`` on the chip. Differentiable straight-through: forward = chip, backward = ideal W."""
-        check_input(x, self.shape[0], self.name, check_finite=False)  # finiteness: from the DAC scale in _analog
-        xt = torch.from_numpy(np.asarray(x)) if isinstance(x, np.ndarray) else x
-        if not torch.is_floating_point(xt):
-            xt = xt.to(torch.float32)
+        x = check_input(x, self.shape[0], self.name, check_finite=False)  # finiteness: from the DAC scale in _analog
+        xt = as_torch(x)
         lead = xt.shape[:-1]
         x2 = xt.reshape(-1, self.shape[0])
         with torch.no_grad():
-            y = self._analog(x2.detach(), alpha=self._alpha())
+            if x2.shape[0] == 0:  # an empty batch: nothing to convert, no noise drawn
+                y = torch.zeros((0, self.shape[1]), dtype=x2.dtype, device=x2.device)
+            else:
+                y = self._analog(x2.detach(), alpha=self._alpha())
         self._count(x)  # after _analog: a rejected input counts no MVM
         if x2.requires_grad or (isinstance(self._w_ideal, torch.Tensor) and self._w_ideal.requires_grad):
             y_ideal = x2 @ self._w_ideal.to(dtype=x2.dtype, device=x2.device)
@@ -231,21 +240,43 @@ class PCMArray(SynapticArray):
         are re-programmed to ``base + dW_q`` (``base`` = drifted value or last target, see
         :class:`PCMConfig`), clipped to [-w_max, w_max], with fresh programming noise and drift exponents.
         With drift compensation and ``update_frame="compensated"``, dW is meant for the effective weights and
-        ``dW / alpha`` is written (alpha = :meth:`compensation_scale`).
+        ``dW / alpha`` is written (alpha = :meth:`compensation_scale`); the compensation reference moves by the
+        measured conductance change of the re-programmed devices (:meth:`_write`), so that repeated updates do not
+        accumulate programming noise in it. A ``dW`` whose ``dW / w_max`` or new ideal weights overflow raises
+        ``ValueError`` (nothing changes).
         """
         d = check_update(dW, self.shape, self.name)
         sub: PCMSubstrate = self.substrate
         cfg = sub.config
         frame = None  # the compensation scale when dW is given in the compensated frame
+        # rolled back if dW is refused below: the generator (update rounding, a calibration for alpha) and alpha
+        state, cal_mvms = sub.generator.get_state(), self.calibration_mvms
+        cached = self._cache_time == sub.time_s and bool(self._cache)
+        had_alpha = cached and "alpha" in self._cache
+        wi = self._w_ideal
         with torch.no_grad():
             d = d.detach().to(torch.float64).cpu()
             if cfg.update_frame == "compensated" and self._ref_cal is not None:
                 frame = self._alpha()
                 d = d / frame  # (1,) or (out,): the effective weights then move by dW
             dq = round_update(d, self.w_max, cfg.update_grid, cfg.update_rounding, sub.generator)
+            dq_w = dq * self.w_max if frame is None else dq * self.w_max * frame  # in the frame dW was given in
+            error = None
+            if not all_finite(dq):
+                error = overflow_error(self.name, dq.dtype, f"the update dW / w_max (w_max {self.w_max:.4g})",
+                                       "|dW| small enough that dW / w_max (divided by the update grid) is finite")
+            elif not all_finite(wi.detach() + dq_w.to(dtype=wi.dtype, device=wi.device)):
+                error = overflow_error(self.name, wi.dtype, "the ideal weights W + dW",
+                                       "weights that stay finite")
+            if error is not None:
+                sub.generator.set_state(state)
+                self.calibration_mvms = cal_mvms
+                if not cached:
+                    self._cache_time = None  # drawn with the generator's state just restored: draw it again
+                elif not had_alpha:
+                    self._cache.pop("alpha", None)
+                raise error
             self._write(dq)
-        wi = self._w_ideal
-        dq_w = dq * self.w_max if frame is None else dq * self.w_max * frame  # in the frame dW was given in
         self._w_ideal = wi + dq_w.to(dtype=wi.dtype, device=wi.device)
         self.updates += 1
 
@@ -254,15 +285,36 @@ class PCMArray(SynapticArray):
         mask = dq != 0
         if not bool(mask.any()):
             return
-        base = self._state()["G"] if self.substrate.config.update_base == "drifted" else self._target
+        sub: PCMSubstrate = self.substrate
+        cfg = sub.config
+        base = self._state()["G"] if cfg.update_base == "drifted" else self._target
         w_new = torch.where(mask, base + dq, self._target).clamp(-1.0, 1.0)
         self._target = torch.where(mask, w_new, self._target)
-        if self._ref_cal is not None:
-            # the controller knows what it wrote: move the compensation reference with it
-            applied = torch.where(mask, w_new - base, torch.zeros_like(base))
-            inputs = calibration_inputs(self.substrate.config.n_calibration, self.shape[0])
-            self._ref_cal = moved_reference(self._ref_cal, inputs, applied, self.w_max)
+        if self._ref_cal is None:
+            self._program(mask, w_new)
+            return
+        # Drift compensation: the reference moves by the conductance change the controller measures on the devices
+        # it re-programs, right after programming minus right before -- before: the drifted value it read and
+        # built the new target on ("drifted" base; the drift loss the new target inherits stays compensated) or
+        # the value right after the device's previous programming ("target" base). Read without read noise. The
+        # reference is then the placement calibration plus the change of the programmed conductances (and the
+        # inherited drift losses): the devices' programming noise cannot add up in it over repeated updates.
+        drifted = self._state()["sides"] if cfg.update_base == "drifted" else None
+        before = []
+        for i, (side, target) in enumerate(zip((self._pos, self._neg), split_differential(w_new))):
+            sel = reprogram_mask(mask, target, side.g_target)  # the devices Polarity.program will program
+            if cfg.update_base == "target":
+                old = side.g_prog.clone()
+            else:  # new tensors, not views of the device state that _program changes
+                old = drifted[i] if drifted is not None else side.now(sub.time_s, cfg.t0_s)
+            before.append((sel, old))
         self._program(mask, w_new)
+        (sel_p, old_p), (sel_n, old_n) = before
+        zero = torch.zeros_like(w_new)
+        applied = (torch.where(sel_p, self._pos.g_prog - old_p, zero)
+                   - torch.where(sel_n, self._neg.g_prog - old_n, zero))
+        inputs = calibration_inputs(cfg.n_calibration, self.shape[0])
+        self._ref_cal = moved_reference(self._ref_cal, inputs, applied, self.w_max)
 
     def devices(self) -> dict:
         """The device state as numpy arrays (in, out) per polarity ("plus" = G+, "minus" = G-):
@@ -315,6 +367,15 @@ class PCMSubstrate(Substrate):
     def place(self, name: str, W: ArrayLike) -> PCMArray:
         """Program ``W`` (in_features, out_features) into tiles at the current time."""
         return self._place_new(name, W, lambda t, numpy_kind: PCMArray(self, name, t, numpy_kind))
+
+    def _check_time(self, total_s: float) -> None:
+        """The 1/f read noise grows as ``sqrt(ln((t + t0 + t_read) / (2 t_read)))``: refuse times where it overflows
+        (beyond ~1e302 s with the default t_read)."""
+        cfg = self.config
+        if not np.isfinite(read_noise_time_factor(total_s, cfg.t0_s, cfg.t_read_s)):
+            limit = 2 * cfg.t_read_s * np.finfo(np.float64).max
+            raise ValueError(f"elapse(): a total time of {total_s:g} s is beyond what the device model can evaluate "
+                             f"(its read noise overflows); expected at most {limit:.3g} s")
 
     def draw_programming(self, g_target: torch.Tensor, generator: torch.Generator | None = None):
         """Program devices to normalised targets: (conductance right after programming with programming

@@ -55,11 +55,21 @@ def output_unit(dac_bits: int | None, adc_bits: int | None, adc_bound: float) ->
 
 # ------------------------------------------------------------------------------------------ MVM core
 def _scale_inputs(x: torch.Tensor, lv: float, dac: bool):
-    """Per-sample abs-max scaling to [-lv, lv] and DAC rounding: (xq, scale (B, 1), all finite (0-d bool))."""
+    """Per-sample abs-max scaling to [-lv, lv] and DAC rounding: (xq, scale (B, 1), all finite (0-d bool)).
+
+    ``x * (lv / scale)``; for a sample whose largest magnitude is so small (e.g. subnormal) that ``lv / scale``
+    overflows its dtype, ``x / scale * lv`` instead (the same value up to rounding, finite)."""
     scale = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
     finite = torch.isfinite(scale).all()
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    xq = x * (lv / scale)
+    inv = lv / scale
+    if torch.compiler.is_compiling():  # no data-dependent branch in the graph
+        xq = torch.where(torch.isinf(inv), x / scale * lv, x * inv)
+    else:
+        xq = x * inv
+        tiny = torch.isinf(inv)
+        if bool(tiny.any()):
+            xq = torch.where(tiny, x / scale * lv, xq)
     if dac:
         xq.round_()
     return xq, scale, finite

@@ -11,18 +11,30 @@ An agent never holds a deployed weight matrix as a plain tensor; it places it on
     sub.elapse(3600.0)                      # simulated time passes (seconds)
     sub.report()                            # counters and estimated cost
 
-Conventions shared by every substrate:
+Conventions shared by every substrate (software, PCM, the authors' arm model, a deployment):
 
-- ``matmul`` returns the type of ``x`` (numpy in, numpy out; torch in, torch out with ``x``'s dtype and
-  device); ``read`` returns the kind the weights were placed as.
-- Bad input raises ``ValueError`` naming what was expected; a failed ``place`` or ``update`` leaves the
-  substrate unchanged.
+- ``matmul`` input contract (:func:`check_input`): ``x`` is a numpy array or torch tensor of shape
+  ``(..., in_features)`` (1-D ``(in_features,)`` and any number of leading dimensions, including empty ones:
+  an empty batch gives an empty ``(..., 0, out_features)`` result) with finite values. Accepted dtypes: real
+  floats (numpy float16/32/64; torch float16, bfloat16, float32, float64) as they are; integers and bool are
+  converted to floating point first (numpy: float64; torch: ``torch.get_default_dtype()``, float32 unless
+  changed) and the result has that dtype. Complex inputs (and any other dtype) are refused with a
+  ``ValueError``: nothing is dropped silently.
+- ``matmul`` returns the type of ``x`` (numpy in, numpy out; torch in, torch out with ``x``'s (converted)
+  dtype and device); ``read`` returns the kind the weights were placed as. The result is finite for any
+  finite input: an input whose result overflows the dtype raises a ``ValueError`` (never inf or NaN).
+- Weights and updates must be finite and stay finite: a ``place`` or ``update`` whose weights (or their
+  products with the substrate's scales, e.g. ``w_max * g_max``) would overflow raises a ``ValueError``;
+  ``elapse`` refuses a total time that is not finite (or that the device model cannot evaluate).
+- Bad input raises ``ValueError`` naming what was expected; a failed ``place``, ``update``, ``matmul`` or
+  ``elapse`` leaves the substrate unchanged.
 - :meth:`Substrate.transform` gives a *differentiable* realisation of a weight tensor for training
   (quantization- or noise-aware training); gradients pass straight through the non-differentiable parts.
 """
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any
 
 import numpy as np
@@ -53,26 +65,77 @@ def as_weight_tensor(W: ArrayLike, what: str = "W") -> torch.Tensor:
     return t
 
 
-def check_input(x: ArrayLike, in_features: int, name: str, check_finite: bool = True) -> None:
-    """Validate an MVM input: (..., in_features), finite (``check_finite=False``: the caller checks finiteness,
-    e.g. from a reduction it computes anyway)."""
+_NUMPY_FLOATS = (np.float16, np.float32, np.float64)
+_TORCH_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_TORCH_INTEGERS = tuple(getattr(torch, n) for n in ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16",
+                                                    "uint32", "uint64") if hasattr(torch, n))
+_ACCEPTED = "a real float (float16, float32, float64; torch also bfloat16), integer or bool dtype"
+
+
+def _refuse_dtype(dtype, name: str) -> ValueError:
+    hint = "; pass x.real to drop the imaginary part" if "complex" in str(dtype) else ""
+    return ValueError(f"input to '{name}' must have {_ACCEPTED}, got dtype {dtype}{hint}")
+
+
+def check_input(x: ArrayLike, in_features: int, name: str, check_finite: bool = True) -> ArrayLike:
+    """Validate an MVM input against the substrate input contract (module docstring) and return it ready to
+    compute: ``x`` itself for a float dtype; integers and bool converted to float (numpy: float64, torch:
+    ``torch.get_default_dtype()``). Raises ``ValueError`` for other dtypes (complex included), a shape that is
+    not ``(..., in_features)`` and NaN/inf values (``check_finite=False``: the caller checks finiteness, e.g.
+    from a reduction it computes anyway)."""
     # A sum is NaN/inf when any element is; only then (or on overflow) look at every element.
     if isinstance(x, np.ndarray):
+        dt = x.dtype
+        if dt.type in _NUMPY_FLOATS:
+            if not dt.isnative:
+                x = x.astype(dt.newbyteorder("="))
+        elif dt.type is np.bool_ or np.issubdtype(dt, np.integer):
+            x = x.astype(np.float64)
+        else:
+            raise _refuse_dtype(dt, name)
         shape = x.shape
-        if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-            raise ValueError(f"input to '{name}' must be a real numeric array, got dtype {x.dtype}")
         with np.errstate(over="ignore", invalid="ignore"):
             finite = not check_finite or bool(np.isfinite(x.sum())) or bool(np.isfinite(x).all())
     elif isinstance(x, torch.Tensor):
+        if x.dtype in _TORCH_INTEGERS:
+            x = x.to(torch.get_default_dtype())
+        elif x.dtype not in _TORCH_FLOATS:
+            raise _refuse_dtype(x.dtype, name)
         shape = tuple(x.shape)
         xd = x.detach()
-        finite = not check_finite or bool(torch.isfinite(xd.sum())) or bool(torch.isfinite(xd).all())
+        finite = not check_finite or math.isfinite(xd.sum().item()) or bool(torch.isfinite(xd).all())
     else:
         raise ValueError(f"input to '{name}' must be a numpy array or torch tensor, got {type(x).__name__}")
     if len(shape) < 1 or shape[-1] != in_features:
         raise ValueError(f"input to '{name}' must have shape (..., {in_features}), got {tuple(shape)}")
     if not finite:
         raise ValueError(f"input to '{name}' contains NaN or inf; expected finite values")
+    return x
+
+
+def as_torch(x: ArrayLike) -> torch.Tensor:
+    """A checked input (:func:`check_input`) as a torch tensor; numpy arrays are shared, not copied (a copy only
+    for negative strides, which torch cannot view)."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x if all(st >= 0 for st in x.strides) else np.ascontiguousarray(x))
+    return x
+
+
+def all_finite(t: ArrayLike) -> bool:
+    """Whether every element of a numpy array or torch tensor is finite (a sum first: one pass when they are)."""
+    if isinstance(t, np.ndarray):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return bool(np.isfinite(t.sum())) or bool(np.isfinite(t).all())
+    t = t.detach()
+    return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
+
+
+def overflow_error(name: str, dtype, what: str = "x @ W",
+                   expected: str = "inputs and weights whose products fit in it") -> ValueError:
+    """The one-line ValueError of an operation on finite values of array ``name`` whose result ``what``
+    overflows ``dtype`` (inf or NaN)."""
+    dtype = str(dtype).replace("torch.", "")
+    return ValueError(f"'{name}': {what} overflows {dtype} (inf or NaN from finite values); expected {expected}")
 
 
 def check_update(dW: ArrayLike, shape: tuple[int, int], name: str) -> torch.Tensor:
@@ -207,11 +270,27 @@ class Substrate(abc.ABC):
         del self.arrays[self[name].name]
 
     def elapse(self, seconds: float) -> None:
-        """Let ``seconds`` of simulated time pass (>= 0)."""
-        s = float(seconds)
+        """Let ``seconds`` of simulated time pass (>= 0; the total time must stay finite)."""
+        self.time_s = self._time_after(seconds)
+
+    def _time_after(self, seconds: float) -> float:
+        """The substrate time after ``elapse(seconds)``, checked: ``ValueError`` if ``seconds`` is not a finite
+        number >= 0, if the total overflows, or if the substrate cannot evaluate it (:meth:`_check_time`)."""
+        try:
+            s = float(seconds)
+        except (TypeError, ValueError):
+            s = float("nan")
         if not np.isfinite(s) or s < 0:
             raise ValueError(f"elapse() needs a finite, non-negative number of seconds, got {seconds!r}")
-        self.time_s += s
+        total = self.time_s + s
+        if not np.isfinite(total):
+            raise ValueError(f"elapse({seconds!r}): the total time {self.time_s:g} s + {s:g} s overflows; expected a "
+                             "finite total number of seconds")
+        self._check_time(total)
+        return total
+
+    def _check_time(self, total_s: float) -> None:
+        """Raise ``ValueError`` if the substrate cannot be evaluated at time ``total_s`` (finite; s)."""
 
     def transform(self, W: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Differentiable realisation of ``W`` for training (identity by default)."""
@@ -233,12 +312,17 @@ class SoftwareArray(SynapticArray):
         self._W = substrate._write(W)
 
     def matmul(self, x: ArrayLike) -> ArrayLike:
-        check_input(x, self.shape[0], self.name)
-        self._count(x)
+        x = check_input(x, self.shape[0], self.name)
         if isinstance(x, np.ndarray):
             W = self._W.detach().cpu().numpy()
-            return x @ W.astype(np.result_type(x.dtype, np.float32), copy=False)
-        return x @ self._W.to(dtype=x.dtype, device=x.device)
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is raised below
+                y = x @ W.astype(np.result_type(x.dtype, np.float32), copy=False)
+        else:
+            y = x @ self._W.to(dtype=x.dtype, device=x.device)
+        if not all_finite(y):
+            raise overflow_error(self.name, y.dtype)
+        self._count(x)
+        return y
 
     def read(self) -> ArrayLike:
         return self._W.detach().cpu().numpy().copy() if self._numpy_kind else self._W
@@ -246,6 +330,8 @@ class SoftwareArray(SynapticArray):
     def update(self, dW: ArrayLike) -> None:
         d = check_update(dW, self.shape, self.name).to(device=self._shadow.device, dtype=self._shadow.dtype)
         shadow = self._shadow + d
+        if not all_finite(shadow):
+            raise overflow_error(self.name, shadow.dtype, "the update W + dW", "weights that stay finite")
         self._W = self.substrate._write(shadow)
         self._shadow = shadow
         self.updates += 1

@@ -191,6 +191,23 @@ def test_partial_sums_of_row_tiles_are_added_digitally():
     assert abs(float(y[0, 0]) - 256.0) < 2.0
 
 
+@pytest.mark.parametrize("dac_bits", [None, 8])
+def test_adc_clips_to_its_range_and_counts_saturations(dac_bits):
+    """An output beyond the ADC's range reads as the range's bound, adc_bound * w_max * max|x| (full-scale input
+    times g_max in weight units), and is counted in adc_saturations; outputs inside it are converted, not clipped."""
+    W = np.zeros((8, 3))
+    W[:, 0], W[:, 1], W[:, 2] = 1.0, 0.1, -1.0     # column sums 8, 0.8, -8 for all-ones input
+    cfg = PCMConfig.ideal(adc_bits=8, adc_bound=2.0, dac_bits=dac_bits, w_max=1.0)
+    arr = PCMSubstrate(cfg).place("w", W)
+    x = np.array([[1.0] * 8, [-0.5] * 8])
+    y = arr.matmul(x)
+    bound = 2.0 * 1.0 * np.abs(x).max(axis=1)  # adc_bound * w_max * max|x| per sample
+    assert y[:, 0] == pytest.approx(bound * [1, -1], rel=1e-12)
+    assert y[:, 2] == pytest.approx(bound * [-1, 1], rel=1e-12)
+    assert y[:, 1] == pytest.approx(x.sum(1) * 0.1, abs=bound.max() / 127)  # in range: one ADC step at most
+    assert arr.adc_saturations == 4 and arr.substrate.report()["adc_saturations"] == 4
+
+
 # ------------------------------------------------------------------------------------- 6. update()
 def test_update_under_half_step_changes_nothing():
     sub = PCMSubstrate(PCMConfig(update_rounding="nearest", w_max=1.0, seed=0))

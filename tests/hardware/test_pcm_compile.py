@@ -148,3 +148,21 @@ def test_compile_failure_falls_back_to_the_same_numbers_with_a_warning(monkeypat
     with pytest.warns(RuntimeWarning, match="torch.compile of the MVM failed.*no compiler here"):
         yb = comp.place("w", W).matmul(x)
     assert np.array_equal(eager.place("w", W).matmul(x), yb)
+
+
+@needs_compiler
+def test_compiled_adc_clips_to_its_range_and_counts_saturations():
+    """test_pcm.test_adc_clips_to_its_range_and_counts_saturations through the compiled pipeline (its ADC is
+    a separate, branch-free clamp)."""
+    W = np.zeros((8, 3))
+    W[:, 0], W[:, 1], W[:, 2] = 1.0, 0.1, -1.0
+    arr = PCMSubstrate(PCMConfig.ideal(adc_bits=8, adc_bound=2.0, dac_bits=8, w_max=1.0, compile=True)).place("w", W)
+    x = np.array([[1.0] * 8, [-0.5] * 8])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = arr.matmul(x)
+    assert not [w for w in caught if "PCMConfig(compile=True)" in str(w.message)]  # compiled, no eager fallback
+    bound = 2.0 * np.abs(x).max(axis=1)
+    assert y[:, 0] == pytest.approx(bound * [1, -1], rel=1e-12) and y[:, 2] == pytest.approx(bound * [-1, 1], rel=1e-12)
+    assert y[:, 1] == pytest.approx(x.sum(1) * 0.1, abs=bound.max() / 127)
+    assert arr.adc_saturations == 4
