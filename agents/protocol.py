@@ -25,7 +25,8 @@ An agent is any object with these four methods (a :class:`typing.Protocol`: no b
   times after one adaptation (e.g. one query at a time in a Gymnasium env).
 
 Gym-style ``act(obs)`` is a thin adapter over the protocol: :class:`OmniglotPolicy` for
-``pcmeta/OmniglotFewShot-v0`` (adapts when the support set changes, then answers each query).
+``pcmeta/OmniglotFewShot-v0`` (adapts when the support set changes, then answers each query, or with the
+env's ``query_batch=True`` all of the task's queries in one ``predict`` call).
 """
 from __future__ import annotations
 
@@ -64,10 +65,16 @@ def check_agent(agent: Any) -> None:
 
 
 class OmniglotPolicy:
-    """``act(obs) -> label`` for ``pcmeta/OmniglotFewShot-v0``, over any :class:`Agent`.
+    """``act(obs) -> label(s)`` for ``pcmeta/OmniglotFewShot-v0``, over any :class:`Agent`.
 
     The env shows the support set with every query; the agent is reset and adapted whenever the support set
-    changes (a new task), then each query image is answered by ``predict`` on a task with that one query.
+    changes (a new task), then:
+
+    - ``obs["query_image"]`` (the default env, one query per step): ``predict`` on a task with that one
+      query; ``act`` returns its label, an int;
+    - ``obs["query_images"]`` (the env's ``query_batch=True``): ``predict`` once on a task with all of them
+      (so an agent may use the query batch together, e.g. transductive batch norm); ``act`` returns their
+      labels, an int64 array (Q,) in the shown order.
     """
 
     def __init__(self, agent: Agent, n_way: int) -> None:
@@ -77,10 +84,16 @@ class OmniglotPolicy:
         self._task: OmniglotTask | None = None
         self.adaptations = 0
 
-    def act(self, obs: dict) -> int:
+    def act(self, obs: dict) -> int | np.ndarray:
         sx = np.asarray(obs["support_images"], np.float32)
         sy = np.asarray(obs["support_labels"], np.int64)
-        q = np.asarray(obs["query_image"], np.float32).reshape(1, 28, 28)
+        batch = "query_images" in obs
+        if batch:
+            q = np.asarray(obs["query_images"], np.float32).reshape(-1, 28, 28)
+        elif "query_image" in obs:
+            q = np.asarray(obs["query_image"], np.float32).reshape(1, 28, 28)
+        else:
+            raise ValueError(f"obs must hold 'query_image' or 'query_images', got keys {sorted(obs)}")
         key = sx.tobytes() + sy.tobytes()
         if key != self._key:
             self._task = OmniglotTask(sx, sy, q, n_way=self.n_way)
@@ -89,4 +102,5 @@ class OmniglotPolicy:
             self._key = key
             self.adaptations += 1
         task = OmniglotTask(self._task.support_x, self._task.support_y, q, n_way=self.n_way)
-        return int(task.check_prediction(self.agent.predict(task)).argmax(-1)[0])
+        labels = task.check_prediction(self.agent.predict(task)).argmax(-1).astype(np.int64)
+        return labels if batch else int(labels[0])

@@ -13,6 +13,17 @@ physical time).
 Action: ``Discrete(N)``, the predicted label of the current query (a Python or numpy int; anything else
 raises ValueError). Reward 1.0 if correct, else 0.0.
 
+Batched queries (constructor option ``query_batch=True``; default False, the one-query-per-step episode
+described above and below): one step answers ALL the task's N * n_query queries at once, so a learner may
+use the query batch together (e.g. transductive batch normalisation, as MAML's evaluation protocol does).
+The observation holds ``query_images``: (N * n_query, 1, 28, 28) float32 in [0, 1], in the episode's
+shuffled query order (``query_order``), instead of ``query_image`` (the support keys are the same). Action:
+``MultiDiscrete([N] * (N * n_query))``, one label per query in that order (an integer array or a list/tuple
+of ints of that length; anything else raises ValueError). Reward: the fraction of queries labelled
+correctly, a float in [0, 1]. The episode terminates after that one step (``episode_length`` is 1). ``info``
+at the step: ``labels`` (the true labels, (N * n_query,) int64, in the shown order), ``correct`` ((N *
+n_query,) bool), ``accuracy`` (= the reward), ``queries_done`` (N * n_query) and ``task``.
+
 Termination: the episode terminates (``terminated=True``) with the answer to its last query, after
 N * n_query steps (:attr:`OmniglotFewShotEnv.episode_length`; the query order is shuffled); a step after
 that raises RuntimeError until ``reset``. Truncation: ``truncated`` is always False, the env never cuts an
@@ -31,7 +42,8 @@ Tasks: ``env.unwrapped.sample_tasks(n)`` returns task descriptions (dicts of pla
 task for the following resets (``set_task(None)`` goes back to a fresh random task per reset).
 
 Rendering: ``render_mode="rgb_array"`` (the only mode; ``render_fps`` 4) draws the support set (one row
-per class) and the current query, upscaled 2x; :func:`pcmeta.envs.record_video` writes an episode as
+per class) and the current query (with ``query_batch``: all queries, n_query per row, in the shown order),
+upscaled 2x; :func:`pcmeta.envs.record_video` writes an episode as
 GIF or MP4 without extra packages.
 
 Version history
@@ -41,6 +53,11 @@ Version history
 - v0, revised (pcmeta 0.1, issue #16; episodes, observations and rewards unchanged): registered with
   ``max_episode_steps`` = :data:`MAX_EPISODE_STEPS` (never reached); ``episode_length`` property; video
   recording through :func:`pcmeta.envs.record_video`.
+- v0, revised: query_batch (default episodes, observations and rewards unchanged): the constructor option
+  ``query_batch`` (default False); when True one step answers all of a task's queries (observation
+  ``query_images``, action ``MultiDiscrete([N] * (N * n_query))``, reward the fraction correct, the episode
+  terminates after that step), so that a learner normalising over the query batch (classic MAML's
+  transductive batch norm) plays the env as its own evaluation does.
 """
 from __future__ import annotations
 
@@ -73,16 +90,23 @@ class OmniglotFewShotEnv(gym.Env):
         part: ``"train"``, ``"val"`` or ``"test"`` (default test: the meta-test classes).
         data_dir: the Omniglot folder (default ``$PCMETA_DATA_DIR`` or the user cache).
         render_mode: None or ``"rgb_array"``.
+        query_batch: if True, one step shows and answers all N * n_query queries (observation
+            ``query_images``, action ``MultiDiscrete([N] * (N * n_query))``, reward the fraction correct;
+            the episode is that one step). Default False: one query per step.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(self, n_way: int = 5, k_shot: int = 1, n_query: int = 1, split: str = "paper",
-                 part: str = "test", data_dir: str | None = None, render_mode: str | None = None) -> None:
+                 part: str = "test", data_dir: str | None = None, render_mode: str | None = None,
+                 query_batch: bool = False) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, "
                              f"got {render_mode!r}")
+        if not isinstance(query_batch, (bool, np.bool_)):
+            raise ValueError(f"query_batch must be a bool, got {query_batch!r}")
         self.render_mode = render_mode
+        self.query_batch = bool(query_batch)
         self.pool = class_pool(split, part, data_dir)
         self._sampler = TaskSampler(self.pool, n_way, k_shot, n_query, np.random.default_rng(0))
         self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
@@ -91,12 +115,15 @@ class OmniglotFewShotEnv(gym.Env):
                              f"{MAX_EPISODE_STEPS} (the registered max_episode_steps)")
         nk = self.n_way * self.k_shot
         img = (1, IMAGE_SIZE, IMAGE_SIZE)
+        nq = self.n_way * self.n_query
         self.observation_space = spaces.Dict({
             "support_images": spaces.Box(0.0, 1.0, (nk, *img), np.float32),
             "support_labels": spaces.MultiDiscrete(np.full(nk, self.n_way, np.int64)),
-            "query_image": spaces.Box(0.0, 1.0, img, np.float32),
+            **({"query_images": spaces.Box(0.0, 1.0, (nq, *img), np.float32)} if self.query_batch else
+               {"query_image": spaces.Box(0.0, 1.0, img, np.float32)}),
         })
-        self.action_space = spaces.Discrete(self.n_way)
+        self.action_space = (spaces.MultiDiscrete(np.full(nq, self.n_way, np.int64)) if self.query_batch
+                             else spaces.Discrete(self.n_way))
         self._fixed_task: dict | None = None
         self._task: dict | None = None
         self._i = 0
@@ -104,8 +131,9 @@ class OmniglotFewShotEnv(gym.Env):
 
     @property
     def episode_length(self) -> int:
-        """Steps per episode: N * n_query queries; the last one terminates the episode."""
-        return self.n_way * self.n_query
+        """Steps per episode: N * n_query queries, one per step; the last one terminates the episode
+        (with ``query_batch``: 1, the step that answers them all)."""
+        return 1 if self.query_batch else self.n_way * self.n_query
 
     # ------------------------------------------------------------------ tasks
     def _draw_task(self, rng: np.random.Generator) -> dict:
@@ -141,9 +169,12 @@ class OmniglotFewShotEnv(gym.Env):
 
     # ------------------------------------------------------------------ episode
     def _obs(self) -> dict:
-        q = self._order[min(self._i, len(self._order) - 1)]
-        return {"support_images": self._sx.copy(), "support_labels": self._sy.copy(),
-                "query_image": self._qx[q].copy()}
+        obs = {"support_images": self._sx.copy(), "support_labels": self._sy.copy()}
+        if self.query_batch:
+            obs["query_images"] = self._qx[self._order].copy()
+        else:
+            obs["query_image"] = self._qx[self._order[min(self._i, len(self._order) - 1)]].copy()
+        return obs
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
@@ -161,6 +192,8 @@ class OmniglotFewShotEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if self._i >= len(self._order):
             raise RuntimeError("the episode has terminated; call reset()")
+        if self.query_batch:
+            return self._step_batch(action)
         if isinstance(action, np.ndarray) and action.shape == ():
             action = action.item()
         if not isinstance(action, (int, np.integer)) or isinstance(action, bool) or not self.action_space.contains(int(action)):
@@ -175,9 +208,26 @@ class OmniglotFewShotEnv(gym.Env):
                 "queries_done": self._i, "task": self._task_copy()}
         return self._obs(), 1.0 if correct else 0.0, terminated, False, info
 
+    def _step_batch(self, action) -> tuple[dict, float, bool, bool, dict]:
+        """All queries answered at once (``query_batch``): reward the fraction correct; terminates."""
+        nq = len(self._order)
+        a = np.asarray(action) if isinstance(action, (np.ndarray, list, tuple)) else None
+        if (a is None or a.shape != (nq,) or not np.issubdtype(a.dtype, np.integer)
+                or (a.size and (a.min() < 0 or a.max() >= self.n_way))):
+            raise ValueError(f"action must be {nq} int labels in MultiDiscrete([{self.n_way}] * {nq}) "
+                             f"(each 0..{self.n_way - 1}, one per query in the shown order), got {action!r}")
+        labels = self._qy[self._order].astype(np.int64)
+        correct = a.astype(np.int64) == labels
+        self._correct, self._i = int(correct.sum()), nq
+        accuracy = self._correct / nq
+        info = {"labels": labels, "correct": correct, "accuracy": accuracy, "queries_done": nq,
+                "task": self._task_copy()}
+        return self._obs(), float(accuracy), True, False, info
+
     # ------------------------------------------------------------------ rendering
     def render(self) -> np.ndarray | None:
-        """An RGB image (H, W, 3) uint8: the support set, one row per class, and the current query."""
+        """An RGB image (H, W, 3) uint8: the support set, one row per class, and the current query (with
+        ``query_batch``: all queries, n_query per row, in the shown order)."""
         if self.render_mode is None:
             gym.logger.warn("render() without render_mode; pass render_mode='rgb_array' to the constructor")
             return None
@@ -185,8 +235,9 @@ class OmniglotFewShotEnv(gym.Env):
             raise RuntimeError("call reset() before render()")
         s, pad = IMAGE_SIZE, 2
         N, K = self.n_way, self.k_shot
+        qcols = self.n_query if self.query_batch else 1
         H = N * (s + pad) + pad
-        W = (K + 1) * (s + pad) + 3 * pad + pad
+        W = (K + qcols) * (s + pad) + 3 * pad + pad
         canvas = np.full((H, W, 3), 200, np.uint8)
         for c in range(N):
             for k in range(K):
@@ -195,9 +246,14 @@ class OmniglotFewShotEnv(gym.Env):
                 canvas[y:y + s, x:x + s] = img[..., None]
         qx0 = pad + K * (s + pad) + 2 * pad
         canvas[:, qx0 - 2 * pad:qx0 - pad] = (200, 40, 40)  # separator
-        q = self._order[min(self._i, len(self._order) - 1)]
-        yq = pad + (H - 2 * pad - s) // 2
-        canvas[yq:yq + s, qx0:qx0 + s] = (self._qx[q, 0] * 255).astype(np.uint8)[..., None]
+        if self.query_batch:
+            for j, q in enumerate(self._order):
+                y, x = pad + (j // qcols) * (s + pad), qx0 + (j % qcols) * (s + pad)
+                canvas[y:y + s, x:x + s] = (self._qx[q, 0] * 255).astype(np.uint8)[..., None]
+        else:
+            q = self._order[min(self._i, len(self._order) - 1)]
+            yq = pad + (H - 2 * pad - s) // 2
+            canvas[yq:yq + s, qx0:qx0 + s] = (self._qx[q, 0] * 255).astype(np.uint8)[..., None]
         return np.kron(canvas, np.ones((2, 2, 1), np.uint8))
 
     def close(self) -> None:

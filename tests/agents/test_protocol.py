@@ -89,3 +89,35 @@ def test_prototype_learner_in_the_gym_loop(omniglot_dir):
             correct, n, done = correct + r, n + 1, term or trunc
     env.close()
     assert n == 40 and policy.adaptations == 4 and correct / n > 0.4
+
+
+def test_policy_answers_a_query_batch_in_one_predict(omniglot_dir):
+    """With the env's query_batch=True, act() adapts once and predicts all queries in ONE predict call,
+    returning one label per query in the shown order."""
+    import gymnasium as gym
+
+    import pcmeta.envs  # noqa: F401
+
+    calls = []
+
+    class Count(PrototypeLearner):
+        def predict(self, task):
+            calls.append(len(task.query_x))
+            return super().predict(task)
+
+    env = gym.make("pcmeta/OmniglotFewShot-v0", n_way=5, k_shot=5, n_query=2, data_dir=str(omniglot_dir),
+                   query_batch=True)
+    policy = OmniglotPolicy(Count(), n_way=5)
+    rewards = []
+    for ep in range(4):
+        obs, _ = env.reset(seed=ep)
+        a = policy.act(obs)
+        assert isinstance(a, np.ndarray) and a.dtype == np.int64 and a.shape == (10,)
+        assert env.action_space.contains(a)
+        _, r, term, trunc, info = env.step(a)
+        assert term and not trunc and r == pytest.approx(np.mean(a == info["labels"]))
+        rewards.append(r)
+    env.close()
+    assert calls == [10] * 4 and policy.adaptations == 4 and np.mean(rewards) > 0.4
+    with pytest.raises(ValueError, match="query_image"):
+        policy.act({"support_images": obs["support_images"], "support_labels": obs["support_labels"]})

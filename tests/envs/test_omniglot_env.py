@@ -174,3 +174,78 @@ def test_maml_agent_with_released_weights(omniglot_dir, reference_dir):
             rewards.append(r)
     assert agent.adaptations == 12  # once per support set
     assert np.mean(rewards) > 0.85
+
+
+# ------------------------------------------------------------------ query_batch=True: all queries in one step
+@pytest.fixture
+def batch_env(omniglot_dir):
+    e = gym.make("pcmeta/OmniglotFewShot-v0", n_way=5, k_shot=1, n_query=2, data_dir=str(omniglot_dir),
+                 render_mode="rgb_array", query_batch=True).unwrapped
+    yield e
+    e.close()
+
+
+def test_check_env_passes_query_batch(batch_env, omniglot_dir, monkeypatch):
+    check_env(batch_env)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    e = gym.make("pcmeta/OmniglotFewShot-v0", data_dir=str(omniglot_dir), query_batch=True)
+    check_env(e.unwrapped)
+    e.close()
+
+
+def test_query_batch_default_is_off(env, omniglot_dir):
+    assert env.query_batch is False and env.episode_length == 10
+    assert "query_image" in env.observation_space.spaces and "query_images" not in env.observation_space.spaces
+    with pytest.raises(ValueError, match="query_batch"):
+        OmniglotFewShotEnv(data_dir=str(omniglot_dir), query_batch="yes")
+
+
+def test_query_batch_one_step_answers_all_queries(batch_env, env):
+    e = batch_env
+    assert e.action_space == gym.spaces.MultiDiscrete([5] * 10) and e.episode_length == 1
+    assert set(e.observation_space.spaces) == {"support_images", "support_labels", "query_images"}
+    obs, info = e.reset(seed=3)
+    assert obs["query_images"].shape == (10, 1, 28, 28) and obs["query_images"].dtype == np.float32
+    assert info["queries"] == 10
+    # the same task in the one-query-per-step env shows the same support set and the same queries in order
+    env.set_task(info["task"])
+    single, _ = env.reset()
+    np.testing.assert_array_equal(single["support_images"], obs["support_images"])
+    labels = []
+    for i in range(10):
+        np.testing.assert_array_equal(single["query_image"], obs["query_images"][i])
+        single, _, _, _, inf = env.step(0)
+        labels.append(inf["label"])
+    action = np.array(labels)
+    action[:3] = (action[:3] + 1) % 5  # 3 of 10 wrong
+    obs2, r, term, trunc, inf = e.step(action)
+    assert (term, trunc) == (True, False) and isinstance(r, float) and r == pytest.approx(0.7)
+    assert inf["labels"].tolist() == labels and inf["correct"].tolist() == [False] * 3 + [True] * 7
+    assert inf["accuracy"] == pytest.approx(0.7) and inf["queries_done"] == 10 and inf["task"] == info["task"]
+    assert e.observation_space.contains(obs2)
+    with pytest.raises(RuntimeError, match="terminated"):
+        e.step(action)
+    e.reset(seed=3)
+    assert e.step(labels)[1] == 1.0  # a list of ints is fine
+
+
+def test_query_batch_bad_actions_raise(batch_env):
+    batch_env.reset(seed=0)
+    for a in (0, np.int64(1), [0] * 9, np.zeros(11, np.int64), np.full(10, 5), np.full(10, -1),
+              np.zeros(10, np.float32), [0.0] * 10, np.zeros((2, 5), np.int64), None, "0" * 10):
+        with pytest.raises(ValueError, match="MultiDiscrete"):
+            batch_env.step(a)
+    batch_env.step(np.zeros(10, np.int32))  # any integer dtype
+
+
+def test_query_batch_render_draws_support_and_all_queries(batch_env):
+    obs, _ = batch_env.reset(seed=0)
+    img = batch_env.render()
+    assert img.dtype == np.uint8 and img.shape[2] == 3 and img.shape[0] >= 5 * 28 * 2
+    first = (obs["support_images"][0, 0] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(img[4:4 + 56:2, 4:4 + 56:2, 0], first)
+    x0 = 2 * (2 + 1 * 30 + 4)  # the queries' first column (2x upscaled), n_query = 2 per row
+    for j in (0, 3, 9):
+        y, x = 2 * (2 + (j // 2) * 30), x0 + 2 * (j % 2) * 30
+        want = (obs["query_images"][j, 0] * 255).astype(np.uint8)
+        np.testing.assert_array_equal(img[y:y + 56:2, x:x + 56:2, 0], want)

@@ -118,3 +118,55 @@ def test_head_agent_on_the_pcm_deployment(omniglot_dir):
     later = dep.with_(query_time_s=dep.time_s + 3600.0)
     res2 = run(agent, tasks[:3], deployment=later, seed=0)
     assert agent.deployed.substrate.seed == 2000 and np.isfinite(res2.mean)  # chips 0, 1, 2: seeds 0, 1000, 2000
+
+
+def test_classic_agent_in_the_query_batch_env_scores_as_evaluate(classic, omniglot_dir, capsys):
+    """The gym env loop with query_batch=True (all 5 queries in one step, so batch norm normalises over the
+    query batch as maml.evaluate and `pcmeta omniglot eval` do) scores within 1 point of maml.evaluate on the
+    SAME 100 classic test tasks (5-way 1-shot, 1 query per class): the env plays the sampler's tasks through
+    set_task, and shows exactly the sampler's images. The one-query-per-step env (a single image is normalised
+    with the support set's statistics) is reported too, for information."""
+    from pcmeta.agents.protocol import OmniglotPolicy
+    from pcmeta.envs.omniglot import OmniglotFewShotEnv
+
+    pool = class_pool("classic", "test", omniglot_dir)
+    want = evaluate(classic, TaskSampler(pool, 5, 1, 1, seed=0), 100, batch=100).mean()
+    b = TaskSampler(pool, 5, 1, 1, seed=0).sample(100)
+    rng = np.random.default_rng(0)
+    tasks = [{"classes": b.classes[t].tolist(), "rotations": b.rotations[t].tolist(),
+              "drawings": b.drawings[t].tolist(), "query_order": rng.permutation(5).tolist()} for t in range(100)]
+    got = {}
+    for query_batch in (True, False):
+        env = OmniglotFewShotEnv(5, 1, 1, split="classic", part="test", data_dir=str(omniglot_dir),
+                                 query_batch=query_batch)
+        policy = OmniglotPolicy(MAMLAgent.from_weights("classic_5w1s"), n_way=5)
+        accs = []
+        for t, task in enumerate(tasks):
+            env.unwrapped.set_task(task)
+            obs, _ = env.reset()
+            order = task["query_order"]
+            np.testing.assert_array_equal(obs["support_images"], b.support_x[t])
+            np.testing.assert_array_equal(obs["support_labels"], b.support_y[t])
+            done, rewards, i = False, [], 0
+            while not done:
+                if query_batch:
+                    np.testing.assert_array_equal(obs["query_images"], b.query_x[t][order])
+                else:
+                    np.testing.assert_array_equal(obs["query_image"], b.query_x[t][order[i]])
+                obs, r, done, trunc, info = env.step(policy.act(obs))
+                assert not trunc
+                rewards.append(r)
+                i += 1
+            if query_batch:
+                assert i == 1 and info["labels"].tolist() == b.query_y[t][order].tolist()
+            else:
+                assert i == 5
+            accs.append(np.mean(rewards))
+        env.close()
+        assert policy.adaptations == 100
+        got[query_batch] = float(np.mean(accs))
+    with capsys.disabled():
+        print(f"\n[classic_5w1s, 100 classic test tasks, 5-way 1-shot 1 query/class] maml.evaluate {want:.1%}, "
+              f"env loop query_batch=True {got[True]:.1%}, env loop one query per step {got[False]:.1%}")
+    assert want > 0.97
+    assert abs(got[True] - want) <= 0.01, (got[True], want)
