@@ -121,3 +121,25 @@ def test_policy_answers_a_query_batch_in_one_predict(omniglot_dir):
     assert calls == [10] * 4 and policy.adaptations == 4 and np.mean(rewards) > 0.4
     with pytest.raises(ValueError, match="query_image"):
         policy.act({"support_images": obs["support_images"], "support_labels": obs["support_labels"]})
+
+
+@pytest.mark.parametrize("deployment", ["software", "pcm", "paper"])
+def test_eprop_agent_runs_through_the_one_loop(deployment):
+    """The arm's one-shot learner in the same loop: one demonstration, ONE update, the test trial scored."""
+    from pcmeta.agents import EpropAgent
+
+    tasks = arm_tasks(3, seed=0)
+    agent = EpropAgent.from_weights()
+    assert isinstance(agent, Agent)
+    res = evaluate(agent, tasks, Deployment.preset(deployment, family="arm"), seed=0)
+    assert res.metric == "loss" and len(res.values) == 3 and not res.failures
+    # before the update ~0.3; after it (docs/results.md, 200-500 targets): software 0.016, pcm 0.018, paper 0.158
+    assert res.summary("loss")[0] < {"software": 0.08, "pcm": 0.08, "paper": 0.25}[deployment]
+
+
+def test_classic_maml_runs_through_the_one_loop(omniglot_dir):
+    from pcmeta.agents import MAMLAgent
+
+    tasks = omniglot_tasks(10, 5, 1, 1, split="classic", seed=0, data_dir=omniglot_dir)
+    res = evaluate(MAMLAgent.from_weights("classic_5w1s"), tasks, Deployment.preset("software", family="omniglot"))
+    assert res.mean > 0.9
