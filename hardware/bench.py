@@ -1,4 +1,5 @@
-"""``pcmeta bench pcm``: MVM error of a PCM crossbar over time, and matmul throughput.
+"""The measurements of ``pcmeta bench pcm`` (printed by :mod:`pcmeta.demos.cli_hardware`): MVM error of a PCM
+crossbar over time, and matmul throughput.
 
 (a) Relative MVM error ``||y - y_ideal|| / ||y_ideal||`` of a 256 x 256 layer with Gaussian weights clipped
 at 2.5 sigma and inputs uniform in [-1, 1], at 1 s, 1 h, 1 day, 1 month and 1 year after programming, with
@@ -15,7 +16,6 @@ timed in turn in the same run, one thread each: the default eager pipeline and `
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -124,44 +124,3 @@ def device_statistics(n_rows: int = 400, n_cols: int = 256, seed: int = 0) -> di
     expected = g * float(dev.read_q_s(torch.tensor([g]))[0]) * read_noise_time_factor(t, 20.0, 250e-9)
     out["read_noise_std_ratio_g0.5_1d"] = float((arr.read() - g).std() / expected)
     return out
-
-
-def run_bench_pcm(json_out: str | None = None, seed: int = 0) -> int:
-    torch.set_num_threads(1)
-    stats = device_statistics(seed=seed)
-    print(f"device statistics, measured / model over {stats['devices_per_figure']} devices each:")
-    for k, v in stats.items():
-        if k != "devices_per_figure":
-            print(f"    {k:34s} {v:.4f}")
-    err = mvm_error_vs_time(seed=seed)
-    ref = {"gdc": {"1s": 0.105, "1d": 0.14, "1y": 0.18}, "none": {"1y": 0.51}}
-    print("(a) relative MVM error ||y - y_ideal|| / ||y_ideal||, 256x256, N(0,1) weights clipped at 2.5 sigma,")
-    print("    inputs U(-1,1), aihwkit-like periphery (per-time read noise, 8-bit DAC, 9-bit ADC, out noise 0.06),")
-    print("    mean of 5 programmings")
-    print(f"    {'time':>5} | {'global comp.':>12} | {'aihwkit':>7} | {'no comp.':>9} | {'aihwkit':>7}")
-    for k in TIMES:
-        r1 = ref["gdc"].get(k)
-        r2 = ref["none"].get(k)
-        print(f"    {k:>5} | {100 * err['gdc'][k]:11.1f}% | {'%6.1f%%' % (100 * r1) if r1 else '':>7} | "
-              f"{100 * err['none'][k]:8.1f}% | {'%6.1f%%' % (100 * r2) if r2 else '':>7}")
-    tp = throughput_ratio(seed=seed)
-    print("(b) matmul throughput, batch 1024, 256x256, all effects on (4-bit, per-MVM read noise, drift at 1 d, GDC,")
-    print(f"    8-bit DAC/ADC, output noise); median of {tp['reps']} runs of each, timed in turn, 1 thread, torch CPU "
-          f"kernels {torch.backends.cpu.get_cpu_capability()}; target ratio >= 0.25")
-    label = ("compile=True FAILED: eager, counter noise" if tp["compile_fallback"] else
-             "compile=True (fused, counter noise)")
-    rows = (("bare torch matmul", tp["bare_s"], ""),
-            ("PCMSubstrate, default (eager, torch noise)", tp["eager_s"], f" | ratio {tp['ratio_eager']:.3f}"),
-            (f"PCMSubstrate, {label}", tp["compiled_s"], f" | ratio {tp['ratio_compiled']:.3f} (first call, "
-                                                          f"compilation included: {tp['compile_s']:.1f} s)"))
-    for name, sec, tail in rows:
-        print(f"    {name:<56} {1e3 * sec:6.2f} ms{tail}")
-    if json_out:
-        with open(json_out, "w") as f:
-            json.dump({"mvm_rel_error": err, "throughput_ratio": tp["ratio_compiled"],
-                       "throughput_ratio_eager": tp["ratio_eager"], "device_statistics": stats,
-                       "throughput": tp,
-                       "timings_s": {"pcm_compiled": tp["compiled_s"], "pcm_eager": tp["eager_s"],
-                                     "bare": tp["bare_s"]}}, f, indent=2)
-        print(f"wrote {json_out}")
-    return 0
