@@ -217,8 +217,8 @@ def test_two_omniglot_trainings_on_one_folder(tmp_path, omniglot_dir, capsys):
     """The reproduced case: a second ``omniglot train --resume`` while one runs is refused (it used to log the
     same iterations a second time)."""
     d = tmp_path / "run"
-    argv = ["omniglot", "train", "--run-dir", d, "--preset", "paper-5w1s", "--meta-batch", "1", "--iterations",
-            "100000", "--checkpoint-every", "1", "--eval-every", "0", "--no-progress"]
+    argv = ["omniglot", "train", "--run-dir", d, "--data-dir", omniglot_dir, "--preset", "paper-5w1s", "--meta-batch",
+            "1", "--iterations", "100000", "--checkpoint-every", "1", "--eval-every", "0", "--no-progress"]
     p = subprocess.Popen([sys.executable, "-m", "pcmeta", *map(str, argv)], env=subprocess_env(omniglot_dir),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
