@@ -22,7 +22,8 @@ def register(groups) -> None:
     p.add_argument("--force", action="store_true", help="download again even if the zips are present")
     p.set_defaults(func=_data)
 
-    p = groups["omniglot"].add_parser("train", help="meta-train the CNN with MAML (resumable)")
+    p = groups["omniglot"].add_parser("train", help="meta-train the CNN with MAML (resumable; data-parallel under "
+                                      "torchrun --nproc-per-node N -m pcmeta omniglot train ...)")
     p.add_argument("--preset", default="paper-5w5s", help=f"one of {', '.join(PRESET_NAMES)}")
     p.add_argument("--run-dir", help="output folder (default runs/omniglot-<preset>[-<bits>bit]-s<seed>)")
     add_run_folder_arguments(p)  # --resume, --overwrite, --allow-changed-settings (pcmeta.runs)
@@ -117,19 +118,32 @@ def _train(args) -> int:
         raise ValueError("--rescale-conv needs --init-weights")
     if args.allow_changed_settings and not args.resume:
         raise ValueError("--allow-changed-settings goes with --resume")
-    tr = Trainer(cfg, run_dir, args.data_dir, seed=args.seed, device=args.device,
-                 checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_tasks=args.eval_tasks,
-                 init=init)
-    tr.open_run(resume=args.resume, overwrite=args.overwrite)  # lock; another run refused unless resumed/deleted
-    if args.resume:
-        if tr.resume(allow_changed_settings=args.allow_changed_settings):
-            print(f"resumed {run_dir} at iteration {tr.state.iteration}")
-        else:
-            print(f"no checkpoint in {run_dir}; starting from scratch")
-    out = tr.train(progress=not args.no_progress)
-    last = out["history"][-1] if out["history"] else {}
-    print(f"done: {out['iteration']} iterations; last: {json.dumps(last)}")
-    print(f"weights: {run_dir / 'weights.npz'}   checkpoint: {tr.ckpt_path}")
+    from pcmeta.agents.maml import distributed
+
+    # under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) the Trainer joins the process group and shards the
+    # meta-batch; rank 0 alone holds the run folder and prints
+    try:
+        tr = Trainer(cfg, run_dir, args.data_dir, seed=args.seed, device=args.device,
+                     checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+                     eval_tasks=args.eval_tasks, init=init)
+        main = tr.dist.is_main
+        if tr.dist.enabled and main:
+            print(f"data-parallel: {tr.dist.world_size} processes, {cfg.meta_batch // tr.dist.world_size} of the "
+                  f"{cfg.meta_batch} tasks of each meta-batch per process")
+        tr.open_run(resume=args.resume, overwrite=args.overwrite)  # lock; another run refused unless resumed/deleted
+        if args.resume:
+            if tr.resume(allow_changed_settings=args.allow_changed_settings):
+                if main:
+                    print(f"resumed {run_dir} at iteration {tr.state.iteration}")
+            elif main:
+                print(f"no checkpoint in {run_dir}; starting from scratch")
+        out = tr.train(progress=not args.no_progress)
+    finally:
+        distributed.destroy()
+    if main:
+        last = out["history"][-1] if out["history"] else {}
+        print(f"done: {out['iteration']} iterations; last: {json.dumps(last)}")
+        print(f"weights: {run_dir / 'weights.npz'}   checkpoint: {tr.ckpt_path}")
     return 0
 
 

@@ -2,7 +2,12 @@
 benchmark of the vectorised meta-objective against a per-task loop (:func:`bench_meta_iterations`).
 
 The run folder is held and checked through :mod:`pcmeta.runs` (lock, temporaries, another run, changed settings,
-non-finite values), as for the spiking learner's :func:`~pcmeta.agents.eprop.meta_train`."""
+non-finite values), as for the spiking learner's :func:`~pcmeta.agents.eprop.meta_train`.
+
+Under ``torchrun`` (:mod:`pcmeta.agents.maml.distributed`) the meta-batch is sharded over the ranks: each
+draws the same full meta-batch from the same seeded sampler, computes the meta-gradient of its slice, and the
+gradients are averaged over the ranks (the mean over all tasks, as in one process) before the Adam step; rank 0
+alone holds the run folder and writes checkpoints, logs, weights and the progress bar."""
 from __future__ import annotations
 
 import json
@@ -19,6 +24,8 @@ from pcmeta.runs import (NonFiniteError, RunFolder, check_checkpoint_finite, che
                          open_run)
 
 from .config import MAMLConfig
+from .distributed import DistContext, DistributedError, check_meta_batch
+from .distributed import from_env as dist_from_env
 from .evaluation import evaluate, mean_ci95
 from .inner import meta_loss_loop
 from .model import MAML
@@ -50,6 +57,10 @@ class Trainer:
         seed: seeds initialisation, task sampling and quantization noise.
         checkpoint_every: iterations between checkpoints; eval_every: iterations between validation
             evaluations (``eval_tasks`` tasks from the split's val part, fixed seed).
+        dist: the data-parallel context (:class:`~pcmeta.agents.maml.distributed.DistContext`); None: detected
+            from torchrun's environment (joining the process group), a single process without it. With more
+            than one rank, ``cfg.meta_batch`` must be divisible by the world size; only rank 0 touches the
+            run folder.
 
     The run folder is held (:func:`pcmeta.runs.open_run`: an OS lock, temporaries of killed writers removed)
     from :meth:`open_run` / :meth:`resume` / :meth:`train` until :meth:`train` returns or fails (or
@@ -61,9 +72,16 @@ class Trainer:
 
     def __init__(self, cfg: MAMLConfig, run_dir: str | os.PathLike, data_dir=None, seed: int = 0,
                  device: str = "cpu", checkpoint_every: int = 250, eval_every: int = 500,
-                 eval_tasks: int = 200, log_every: int = 50, init: dict | None = None) -> None:
+                 eval_tasks: int = 200, log_every: int = 50, init: dict | None = None,
+                 dist: DistContext | None = None) -> None:
         from pcmeta.tasks.omniglot import TaskSampler, class_pool
 
+        if dist is None:
+            check_meta_batch(cfg.meta_batch, int(os.environ.get("WORLD_SIZE", "1") or 1))  # before joining
+            dist = dist_from_env(device)
+        check_meta_batch(cfg.meta_batch, dist.world_size)
+        self.dist = dist
+        device = dist.device(device)
         self.cfg, self.seed = cfg, seed
         self.run_dir = Path(run_dir)
         self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
@@ -93,10 +111,16 @@ class Trainer:
     def open_run(self, resume: bool = False, overwrite: bool = False) -> RunFolder:
         """Hold the run folder until :meth:`train` ends (or :meth:`close`); see :func:`pcmeta.runs.open_run`:
         unless ``resume``, a folder holding another run is refused, or deleted first with ``overwrite``.
-        A no-op when already held."""
-        if self._run is None:
-            self._run = open_run(self.run_dir, RUN_FILES, resume=resume, overwrite=overwrite,
-                                 temporaries=_OLD_TEMPORARIES)
+        A no-op when already held. In a distributed run only rank 0 holds the folder (the others get None);
+        every rank must call this (a collective: all fail when rank 0 cannot open the folder)."""
+        ok = False
+        try:
+            if self._run is None and self.dist.is_main:
+                self._run = open_run(self.run_dir, RUN_FILES, resume=resume, overwrite=overwrite,
+                                     temporaries=_OLD_TEMPORARIES)
+            ok = True
+        finally:
+            self.dist.agree(ok, "open the run folder")
         return self._run
 
     def close(self) -> None:
@@ -110,6 +134,8 @@ class Trainer:
         return self.run_dir / "ckpt.pt"
 
     def checkpoint(self) -> None:
+        if not self.dist.is_main:
+            return
         check_finite(self.model.params, "parameters", self.state.iteration,
                      kept_checkpoint(self.ckpt_path, self._ckpt_iteration))
         sub = self.model.substrate
@@ -140,10 +166,51 @@ class Trainer:
         log); one with non-finite parameters is refused (:class:`pcmeta.runs.NonFiniteError`)."""
         self.open_run(resume=True)
         try:
-            return self._load(Path(path) if path else self.ckpt_path, allow_changed_settings)
+            if not self.dist.enabled:
+                return self._load(Path(path) if path else self.ckpt_path, allow_changed_settings)
+            found, failure = False, None
+            if self.dist.is_main:
+                try:
+                    found = self._load(Path(path) if path else self.ckpt_path, allow_changed_settings)
+                except BaseException as exc:
+                    failure = exc
+            got = self.dist.broadcast_object(
+                ("error", repr(failure)) if failure is not None else ("ok", found, self._rank_state() if found
+                                                                      else None))
+            if failure is not None:
+                raise failure
+            if got[0] == "error":
+                raise DistributedError(f"rank {self.dist.rank}: rank 0 could not resume: {got[1]}")
+            if not self.dist.is_main and got[1]:
+                self._set_rank_state(got[2])
+            return bool(got[1])
         except BaseException:
             self.close()
             raise
+
+    def _rank_state(self) -> dict:
+        """The resumed training state rank 0 sends to the other ranks (CPU tensors)."""
+        gen = getattr(self.model.substrate, "generator", None)
+        return {"params": {k: v.detach().cpu() for k, v in self.model.params.items()},
+                "optimizer": _to_cpu(self.opt.state_dict()), "sampler_state": self.sampler.get_state(),
+                "iteration": self.state.iteration, "history": self.state.history, "tracked": self._tracked,
+                "setting_changes": self._setting_changes,
+                "substrate_rng": gen.get_state() if isinstance(gen, torch.Generator) else None}
+
+    def _set_rank_state(self, st: dict) -> None:
+        with torch.no_grad():
+            for k, v in st["params"].items():
+                self.model.params[k].copy_(v)
+        self.opt.load_state_dict(st["optimizer"])
+        for g in self.opt.param_groups:
+            g["lr"] = self.cfg.meta_lr
+        self.sampler.set_state(st["sampler_state"])
+        self.state.iteration = self._ckpt_iteration = int(st["iteration"])
+        self.state.history, self._tracked = st["history"], [tuple(t) for t in st["tracked"]]
+        self._setting_changes = st["setting_changes"]
+        gen = getattr(self.model.substrate, "generator", None)
+        if st["substrate_rng"] is not None and isinstance(gen, torch.Generator):
+            gen.set_state(st["substrate_rng"])
 
     def _load(self, p: Path, allow_changed_settings: bool) -> bool:
         if not p.is_file():
@@ -180,6 +247,8 @@ class Trainer:
 
     def step(self) -> tuple[float, float]:
         """One meta-iteration; returns (query loss, mean query accuracy)."""
+        if self.dist.enabled:
+            return self._step_distributed()
         sx, sy, qx, qy = self.sampler.sample(self.cfg.meta_batch).torch(self.model.device)
         self.opt.zero_grad(set_to_none=True)
         loss, acc = self.model.meta_loss(sx, sy, qx, qy)
@@ -191,6 +260,28 @@ class Trainer:
         check_finite(self.model.params, "parameters after the Adam step", it, kept)
         self.state.iteration = it
         return float(loss.detach()), float(acc.detach().mean())
+
+    def _step_distributed(self) -> tuple[float, float]:
+        """One meta-iteration of this rank's slice of the (same, full) meta-batch; the gradients, loss and
+        accuracy are averaged over the ranks (equal slices: the mean over all tasks) before the Adam step."""
+        sl = self.dist.shard(self.cfg.meta_batch)
+        sx, sy, qx, qy = (t[sl] for t in self.sampler.sample(self.cfg.meta_batch).torch(self.model.device))
+        self.opt.zero_grad(set_to_none=True)
+        loss, acc = self.model.meta_loss(sx, sy, qx, qy)
+        loss.backward()
+        params = list(self.model.params.values())
+        stats = torch.stack([loss.detach(), acc.detach().mean()]).to(params[0].dtype)
+        *grads, stats = self.dist.all_reduce_mean([p.grad for p in params] + [stats])
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.grad = g
+        it, kept = self.state.iteration + 1, kept_checkpoint(self.ckpt_path, self._ckpt_iteration)
+        check_finite({"loss": stats[0]}, "loss", it, kept)
+        check_finite({k: p.grad for k, p in self.model.params.items()}, "gradient", it, kept)
+        self.opt.step()
+        check_finite(self.model.params, "parameters after the Adam step", it, kept)
+        self.state.iteration = it
+        return float(stats[0]), float(stats[1])
 
     def validate(self, tasks: int | None = None) -> tuple[float, float]:
         from pcmeta.tasks.omniglot import TaskSampler
@@ -210,6 +301,8 @@ class Trainer:
                 gen.set_state(saved)
 
     def _log(self, line: str) -> None:
+        if not self.dist.is_main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "train.log", "a") as f:
             f.write(line + "\n")
@@ -229,7 +322,7 @@ class Trainer:
     def _train(self, iterations: int | None, progress: bool) -> dict:
         total = self.cfg.iterations if iterations is None else iterations
         bar = None
-        if progress:
+        if progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
             import sys
@@ -253,8 +346,10 @@ class Trainer:
                     rec = {"iteration": it, "loss": float(L), "acc": float(A),
                            "s_per_it": (time.time() - t0) / max(it - it0, 1)}
                     if self.eval_every and (it % self.eval_every == 0 or it == total):
-                        va, ci = self.validate()
-                        rec.update(val_acc=va, val_ci95=ci)
+                        if self.dist.is_main:  # (the other ranks wait)
+                            va, ci = self.validate()
+                            rec.update(val_acc=va, val_ci95=ci)
+                        self.dist.barrier()
                     self.state.history.append(rec)
                     self._log(json.dumps(rec))
                     if bar is not None:
@@ -269,8 +364,19 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
+        if self.dist.is_main:
+            save_weights(self.model.params, self.cfg, self.run_dir / "weights.npz")
         return {"iteration": self.state.iteration, "history": self.state.history}
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def bench_meta_iterations(cfg: MAMLConfig, iterations: int = 5, data_dir=None, seed: int = 0,
