@@ -49,7 +49,7 @@ METRICS: dict[type, tuple[Metric, str]] = {OmniglotTask: (accuracy, "accuracy"),
 
 def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
     """Mean and 95 % confidence half-width (1.96 standard errors; NaN for fewer than two values)."""
-    a = np.asarray(list(values), dtype=np.float64)
+    a = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64).ravel()
     if a.size == 0:
         return float("nan"), float("nan")
     if a.size < 2:

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from .pcm import PCMConfig, PCMSubstrate
+from .times import TIMES as NAMED_TIMES
 
-TIMES = {"1s": 1.0, "1h": 3600.0, "1d": 86400.0, "1mo": 30 * 86400.0, "1y": 365 * 86400.0}
+TIMES = {k: NAMED_TIMES[k] for k in ("1s", "1h", "1d", "1mo", "1y")}
 
 AIHWKIT_LIKE = dict(read_noise="per_time", dac_bits=8, adc_bits=9, adc_bound=12.0, out_noise=0.06)
 

@@ -7,6 +7,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from pcmeta.hardware.deployment import DeployedSubstrate
+
 from .deployed import DeployedCNN
 from .inner import adapt_params
 from .model import MAML
@@ -52,8 +54,9 @@ class MAMLAgent:
             from pcmeta.hardware import SoftwareSubstrate
 
             substrate = SoftwareSubstrate()
-        dep = getattr(substrate, "deployment", None)  # a Deployment's substrate knows whether it is a chip
-        self._deploy_on(substrate, dep.on_chip if dep is not None else substrate.kind != "software")
+        on_chip = (substrate.deployment.on_chip if isinstance(substrate, DeployedSubstrate)
+                   else substrate.kind != "software")
+        self._deploy_on(substrate, on_chip)
 
     @classmethod
     def from_weights(cls, name=None, **kw) -> "MAMLAgent":

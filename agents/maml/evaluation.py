@@ -1,22 +1,15 @@
 """Few-shot evaluation of a MAML model: per-task query accuracy over many tasks, and its confidence interval."""
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pcmeta.agents.evaluation import mean_ci95  # noqa: F401 (re-exported: the one mean and 95 % CI)
+
 if TYPE_CHECKING:
     from .deployed import DeployedCNN
     from .model import MAML
-
-
-def mean_ci95(acc: np.ndarray) -> tuple[float, float]:
-    """Mean and 95 % confidence half-width (1.96 standard errors) of per-task accuracies."""
-    acc = np.asarray(acc, float)
-    if acc.size < 2:
-        return float(acc.mean()), float("nan")
-    return float(acc.mean()), float(1.96 * acc.std(ddof=1) / math.sqrt(acc.size))
 
 
 def evaluate(model: MAML, sampler, tasks: int = 1000, steps: int | None = None, batch: int = 50,
