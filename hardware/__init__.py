@@ -10,13 +10,18 @@ Modules (after IBM aihwkit's inference split): :mod:`.devices` (device statistic
 :mod:`.periphery` (tiles, DAC/ADC, the MVM pipeline), :mod:`.compensation` (drift compensation),
 :mod:`.config` (:class:`PCMConfig`), :mod:`.pcm` (:class:`PCMArray`, :class:`PCMSubstrate`), :mod:`.authors_arm`
 (the authors' arm PCM model), :mod:`.energy` (cost estimate), :mod:`.substrate` (the abstraction and exact
-software weights), :mod:`.deployment` (where an agent's weights live). Imports nothing else of pcmeta.
+software weights), :mod:`.deployment` (where an agent's weights live), :mod:`.layers` / :mod:`.convert` (any
+torch model on the chip: :func:`convert`, :func:`elapse`, :func:`report`), :mod:`.noise_aware` (hardware-aware
+training for any model). Imports nothing else of pcmeta.
 """
 from .authors_arm import AuthorsArmArray, AuthorsArmSubstrate
 from .config import PCMConfig
+from .convert import convert, elapse, pcm_layers, report, write_updates
 from .deployment import DeployedSubstrate, Deployment, Placement
 from .devices import DEVICES, AuthorsArmDevice, HermesDevice, PCMLikeDevice
 from .energy import ENERGY, estimate_cost
+from .layers import PCMConv1d, PCMConv2d, PCMLayer, PCMLinear
+from .noise_aware import ChipNoise, noise_aware
 from .pcm import PCMArray, PCMSubstrate
 from .substrate import SoftwareArray, SoftwareSubstrate, Substrate, SynapticArray, stochastic_quantize
 
@@ -24,4 +29,6 @@ __all__ = [
     "Substrate", "SynapticArray", "SoftwareSubstrate", "SoftwareArray", "PCMSubstrate", "PCMArray", "PCMConfig",
     "AuthorsArmSubstrate", "AuthorsArmArray", "stochastic_quantize", "PCMLikeDevice", "HermesDevice",
     "AuthorsArmDevice", "DEVICES", "ENERGY", "estimate_cost", "Deployment", "Placement", "DeployedSubstrate",
+    "convert", "elapse", "report", "write_updates", "pcm_layers", "noise_aware", "ChipNoise", "PCMLayer",
+    "PCMLinear", "PCMConv1d", "PCMConv2d",
 ]
