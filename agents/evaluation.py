@@ -8,11 +8,15 @@ Metrics are plug-ins: a metric is a function ``(task, answer) -> dict[str, float
 the task families' defaults: accuracy for Omniglot; MSE of the joint velocities and of the effector path for
 the arm). The loop validates every answer (shape, finiteness) with the task's ``check_prediction``; with
 ``on_error="record"`` a failing task (an exception or a bad answer) is recorded with its reason and the run
-goes on, else the error propagates.
+goes on, else the error propagates. A per-task time limit (``time_limit_s``) makes a slow agent fail that
+task; meters (``meters``) add figures measured around each phase (e.g. substrate cost per adaptation).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -92,16 +96,62 @@ class EvalResult:
         return mean_ci95(r[k] for r in self.per_task if "error" not in r)
 
 
-def _one_task(agent: Agent, task: Task, metric: Metric) -> dict[str, Any]:
-    agent.reset()
-    shown = task.without_answers()
-    agent.adapt(shown)
-    answer = task.check_prediction(agent.predict(shown))
-    return dict(metric(task, answer))
+#: A meter: ``meter(phase, agent) -> dict`` called after each phase of a task ("reset", "adapt", "predict");
+#: what it returns is added to the task's figures (e.g. the substrate cost of the adaptation).
+Meter = Callable[[str, Any], Mapping[str, float] | None]
+
+
+class TaskTimeout(Exception):
+    """A task ran past the evaluation's per-task time limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Interrupt the block with :class:`TaskTimeout` after ``seconds`` (SIGALRM; main thread on POSIX only,
+    elsewhere the caller's check after the task is the limit)."""
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise TaskTimeout(f"interrupted after {seconds:g} s, the per-task time limit")
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _one_task(agent: Agent, task: Task, metric: Metric, meters: tuple[Meter, ...] = (),
+              time_limit_s: float | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with _time_limit(time_limit_s):
+        agent.reset()
+        for m in meters:
+            row.update(m("reset", agent) or {})
+        shown = task.without_answers()
+        agent.adapt(shown)
+        for m in meters:
+            row.update(m("adapt", agent) or {})
+        answer = agent.predict(shown)
+        for m in meters:
+            row.update(m("predict", agent) or {})
+    took = time.perf_counter() - t0
+    if time_limit_s is not None and took > time_limit_s:
+        raise TaskTimeout(f"took {took:.3g} s, over the per-task time limit of {time_limit_s:g} s")
+    answer = task.check_prediction(answer)
+    return {**dict(metric(task, answer)), **row, "task_s": took}
 
 
 def evaluate(agent: Agent, tasks: Iterable[Task], deployment: Any = None, *, seed: int = 0,
-             metric: Metric | None = None, on_error: str = "raise", progress: bool = False) -> EvalResult:
+             metric: Metric | None = None, on_error: str = "raise", progress: bool = False,
+             time_limit_s: float | None = None, meters: Iterable[Meter] = ()) -> EvalResult:
     """Deploy ``agent`` (when ``deployment`` is given), then reset, adapt, predict and score every task.
 
     Args:
@@ -112,9 +162,16 @@ def evaluate(agent: Agent, tasks: Iterable[Task], deployment: Any = None, *, see
         metric: ``(task, answer) -> dict``; default: the family's (:data:`METRICS`).
         on_error: "raise" (default) or "record" (a failing task becomes ``{"error": reason}``).
         progress: show a tqdm bar.
+        time_limit_s: wall-clock seconds allowed per task (reset + adapt + predict); a task past it fails with
+            :class:`TaskTimeout` (interrupted at the limit on the main thread of a POSIX system, else checked
+            when it ends). None: no limit.
+        meters: :data:`Meter` s called after each phase of a task; their figures join the task's row.
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    if time_limit_s is not None and not (isinstance(time_limit_s, (int, float)) and 0 < time_limit_s < math.inf):
+        raise ValueError(f"time_limit_s must be None or a positive finite number of seconds, got {time_limit_s!r}")
+    meters = tuple(meters)
     check_agent(agent)
     tasks = list(tasks)
     if not tasks:
@@ -128,7 +185,7 @@ def evaluate(agent: Agent, tasks: Iterable[Task], deployment: Any = None, *, see
     res, t0 = EvalResult(name), time.perf_counter()
     for task in tqdm(tasks, disable=not progress, desc="tasks", unit="task"):
         try:
-            res.per_task.append(_one_task(agent, task, metric))
+            res.per_task.append(_one_task(agent, task, metric, meters, time_limit_s))
         except Exception as exc:  # noqa: BLE001 -- recorded with its reason when asked to
             if on_error == "raise":
                 raise

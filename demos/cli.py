@@ -1,6 +1,6 @@
 """The ``pcmeta`` command line.
 
-Subcommand groups: ``pcmeta data``, ``pcmeta omniglot``, ``pcmeta arm``, ``pcmeta bench``.
+Subcommand groups: ``pcmeta data``, ``pcmeta omniglot``, ``pcmeta arm``, ``pcmeta bench``, ``pcmeta benchmark``.
 Each area lives in its own module listed in :data:`AREAS`; a module provides
 ``register(groups)`` where ``groups`` maps a group name ("data", "omniglot", "arm", "bench") to an
 argparse sub-parsers object, and adds its subcommands there with ``set_defaults(func=handler)``.
@@ -20,6 +20,7 @@ AREAS = [
     "pcmeta.demos.cli_snn",
     "pcmeta.demos.cli_omniglot",
     "pcmeta.demos.omniglot_chip",
+    "pcmeta.demos.cli_benchmark",
 ]
 
 GROUPS = {
@@ -27,6 +28,7 @@ GROUPS = {
     "omniglot": "few-shot image classification with MAML (train, eval, sweep)",
     "arm": "one-shot robot-arm trajectory learning (replay, train, eval, demo)",
     "bench": "benchmarks that print measured figures",
+    "benchmark": "agents on fixed benchmark protocols: list, run (records, grids), report (leaderboard)",
 }
 
 

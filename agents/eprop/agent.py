@@ -61,13 +61,18 @@ class EpropAgent:
             exact SoftwareSubstrate).
         engine: "torch" (float32, one substrate MVM per step) or "brian2" (float64, weights read per trial).
         brian2_target: brian2 code-generation target.
+        update: False skips the demonstration and its update: the test trial runs with the meta-learned weights
+            (the benchmarks' "no adaptation" baseline).
     """
 
     def __init__(self, params: Mapping[str, Any], substrate: Substrate | None = None, *, engine: str = "torch",
-                 brian2_target: str = "numpy"):
+                 brian2_target: str = "numpy", update: bool = True):
         if engine not in ENGINES:
             raise ValueError(f"engine must be 'torch' or 'brian2', got {engine!r}")
         self.engine = engine
+        self.update = bool(update)
+        #: spiking activity of the last test trial (torch engine): see :meth:`benchmark_metrics`
+        self.activity: dict[str, float] = {}
         dtype = torch.float64 if engine == "brian2" else torch.float32
         self.params = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v, dtype=dtype)
                        for k, v in params.items()}
@@ -118,7 +123,7 @@ class EpropAgent:
         settle = 0.0 if self.deployment is None else self.deployment.time_s
         if settle:
             sub.elapse(settle)
-        self._adapted.demo = self._demonstrate(clock, x_lsg)
+        self._adapted.demo = self._demonstrate(clock, x_lsg) if self.update else {}
 
     def predict(self, task: ArmTask | Mapping[str, Any]) -> np.ndarray:
         """The test trial with the adapted weights: joint velocities (T, 2) in rad/s (float64)."""
@@ -132,7 +137,12 @@ class EpropAgent:
         clock = traj.clock_input(task.steps)
         if a.learner is not None:
             with torch.no_grad():
-                return a.learner.trial(torch.as_tensor(clock, dtype=a.placement.dtype)).y[0].double().numpy()
+                rec = a.learner.trial(torch.as_tensor(clock, dtype=a.placement.dtype))
+            spikes = float(rec.z.sum())
+            fan_out = a.arrays["W_rec"].shape[1] + a.learner.W_out.shape[1]  # recurrent + readout synapses
+            self.activity = {"activation_sparsity": 1.0 - float(rec.z.mean()), "spikes": spikes,
+                             "synaptic_ops": spikes * fan_out}
+            return rec.y[0].double().numpy()
         W = Brian2OneShot.read_weights(a.placement, a.arrays)
         return self.brian2.test(clock.astype(np.float64), *W)["omega"]
 
@@ -141,6 +151,12 @@ class EpropAgent:
         if self._adapted is not None:
             self._adapted.placement.remove(self._adapted.substrate)
             self._adapted = None
+
+    def benchmark_metrics(self) -> dict[str, float]:
+        """Spiking activity of the last test trial (torch engine): ``activation_sparsity`` (fraction of
+        neuron-steps without a spike), ``spikes`` and ``synaptic_ops`` (spikes x fan-out: one accumulate per
+        outgoing synapse, recurrent and readout)."""
+        return dict(self.activity)
 
     @property
     def demo(self) -> dict[str, np.ndarray] | None:
