@@ -116,7 +116,7 @@ def _time_limit(seconds: float | None):
         return
 
     def _raise(signum, frame):
-        raise TaskTimeout(f"interrupted after {seconds:g} s, the per-task time limit")
+        raise TaskTimeout(f"interrupted at the per-task time limit of {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, _raise)
     signal.setitimer(signal.ITIMER_REAL, seconds)
