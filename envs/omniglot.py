@@ -37,9 +37,21 @@ the TimeLimit wrapper of ``gymnasium.make`` never fires and agrees with the env'
 (the true label of the query just answered), ``correct``, ``accuracy`` (running fraction correct),
 ``queries_done`` and ``task``.
 
-Tasks: ``env.unwrapped.sample_tasks(n)`` returns task descriptions (dicts of plain lists: ``classes``,
-``rotations`` in degrees, ``drawings`` and ``query_order``); ``env.unwrapped.set_task(task)`` fixes the
-task for the following resets (``set_task(None)`` goes back to a fresh random task per reset).
+Tasks: ``info["task"]`` (at reset and every step) is the episode's portable task spec, the JSON-able dict
+of :mod:`pcmeta.tasks.episodes` (split, part, N, K, Q, each class's alphabet, character, rotation and
+official drawing numbers, and the query order), so an episode can be replayed in any env or process;
+``env.unwrapped.sample_tasks(n)`` returns ``n`` such specs. ``env.unwrapped.set_task(task)`` (or
+``reset(options={"task": task})``, the same as ``set_task(task)`` before the reset) fixes the task for the
+following resets (``set_task(None)`` goes back to a fresh random task per reset). ``task`` is one of:
+
+- a portable spec (or a :class:`pcmeta.tasks.episodes.OmniglotTask`, whose ``spec`` is used): the episode
+  shows exactly that task's images (``support_x`` class-major, the queries in the task's order). A spec
+  from another split or part, or with another N, K or Q than the env, raises ValueError naming the field
+  (e.g. ``task is from split 'paper' part 'test' (...) but this env draws from split 'paper' part 'train'
+  (...): part differs; make the env with part='test'``); a character not in the env's part raises too.
+- an index dict (``classes``: pool class indices, ``rotations`` in degrees, ``drawings``: 0-based drawing
+  indices, first K support, and ``query_order``): indices into this env's class pool, meaningful only
+  for an env of the same split and part; its lengths are checked against N, K and Q first.
 
 Rendering: ``render_mode="rgb_array"`` (the only mode; ``render_fps`` 4) draws the support set (one row
 per class) and the current query (with ``query_batch``: all queries, n_query per row, in the shown order),
@@ -58,14 +70,21 @@ Version history
   ``query_images``, action ``MultiDiscrete([N] * (N * n_query))``, reward the fraction correct, the episode
   terminates after that step), so that a learner normalising over the query batch (classic MAML's
   transductive batch norm) plays the env as its own evaluation does.
+- v0, revised: portable tasks (issue #19; episodes, observations and rewards unchanged): ``info["task"]``
+  and ``sample_tasks`` give the portable spec instead of the index dict; ``set_task`` and
+  ``reset(options={"task": ...})`` accept a spec, an ``OmniglotTask`` or the index dict, and refuse a task
+  of another split, part, N, K or Q with a message naming the field.
 """
 from __future__ import annotations
 
+
+import copy
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from pcmeta.tasks.episodes import OmniglotTask, check_omniglot_spec_fits, omniglot_spec, omniglot_spec_indices
 from pcmeta.tasks.omniglot import EXPECTED_COUNTS, IMAGE_SIZE, N_DRAWINGS, TaskSampler, class_pool
 
 __all__ = ["OmniglotFewShotEnv", "MAX_EPISODE_STEPS"]
@@ -126,6 +145,7 @@ class OmniglotFewShotEnv(gym.Env):
                              else spaces.Discrete(self.n_way))
         self._fixed_task: dict | None = None
         self._task: dict | None = None
+        self._spec: dict | None = None
         self._i = 0
         self._correct = 0
 
@@ -143,29 +163,65 @@ class OmniglotFewShotEnv(gym.Env):
         return {"classes": b.classes[0].tolist(), "rotations": b.rotations[0].tolist(),
                 "drawings": b.drawings[0].tolist(), "query_order": order.tolist()}
 
+    def _spec_of(self, task: dict) -> dict:
+        """The portable spec of an index task of this env's pool."""
+        return omniglot_spec(self.pool, task["classes"], task["rotations"], task["drawings"], self.k_shot,
+                             task["query_order"])
+
     def sample_tasks(self, n: int) -> list[dict]:
-        """``n`` random task descriptions (drawn from the env's generator, so seeded by ``reset(seed=)``)."""
+        """``n`` random portable task specs (drawn from the env's generator, so seeded by ``reset(seed=)``)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return [self._draw_task(self.np_random) for _ in range(n)]
+        return [self._spec_of(self._draw_task(self.np_random)) for _ in range(n)]
 
-    def set_task(self, task: dict | None) -> None:
-        """Fix ``task`` (a description from :meth:`sample_tasks`) for the following resets; None unfixes."""
-        if task is not None:
-            missing = {"classes", "rotations", "drawings", "query_order"} - set(task)
-            if missing:
-                raise ValueError(f"task description lacks {sorted(missing)}")
-            order = np.asarray(task["query_order"])
-            if sorted(order.tolist()) != list(range(self.n_way * self.n_query)):
-                raise ValueError(f"query_order must be a permutation of 0..{self.n_way * self.n_query - 1}")
-            self._sampler.build(task["classes"], task["rotations"], task["drawings"])  # validates
-        self._fixed_task = None if task is None else {k: list(task[k]) for k in
-                                                       ("classes", "rotations", "drawings", "query_order")}
+    def set_task(self, task: dict | OmniglotTask | None) -> None:
+        """Fix ``task`` (a portable spec, an :class:`~pcmeta.tasks.episodes.OmniglotTask` or an index dict; see
+        the module docstring) for the following resets; None unfixes. ValueError if it does not fit the env."""
+        self._fixed_task = None if task is None else self._index_task(task)
+
+    def _index_task(self, task: dict | OmniglotTask) -> dict:
+        """``task`` as a validated index dict of this env's pool."""
+        if isinstance(task, OmniglotTask):
+            if task.spec is None:
+                raise ValueError("this OmniglotTask has no spec (tasks of omniglot_tasks or load_omniglot_task have "
+                                 "one; without_answers() drops it), so the env cannot tell which images it shows")
+            task = task.spec
+        if not isinstance(task, dict):
+            raise ValueError(f"task must be a portable spec dict, an OmniglotTask or an index dict, got "
+                             f"{type(task).__name__}")
+        if "version" in task or "family" in task:  # a portable spec
+            spec = check_omniglot_spec_fits(task, split=self.pool.split, part=self.pool.part, n_way=self.n_way,
+                                            k_shot=self.k_shot, n_query=self.n_query)
+            return omniglot_spec_indices(self.pool, spec)
+        missing = {"classes", "rotations", "drawings", "query_order"} - set(task)
+        if missing:
+            raise ValueError(f"task description lacks {sorted(missing)}")
+        self._check_index_lengths(task)
+        order = np.asarray(task["query_order"])
+        if sorted(order.tolist()) != list(range(self.n_way * self.n_query)):
+            raise ValueError(f"query_order must be a permutation of 0..{self.n_way * self.n_query - 1}")
+        self._sampler.build(task["classes"], task["rotations"], task["drawings"])  # validates
+        return {k: [list(v) if isinstance(v, (list, tuple, np.ndarray)) else v for v in task[k]]
+                for k in ("classes", "rotations", "drawings", "query_order")}
+
+    def _check_index_lengths(self, task: dict) -> None:
+        N, K, Q = self.n_way, self.k_shot, self.n_query
+        env = f"this env is {N}-way {K}-shot with {Q} queries per class"
+        n = len(task["classes"])
+        if n != N:
+            raise ValueError(f"task has {n} classes but {env}; make the env with n_way={n}")
+        if len(task["rotations"]) != N:
+            raise ValueError(f"task has {len(task['rotations'])} rotations for its {N} classes")
+        lens = sorted({len(d) for d in task["drawings"]})
+        if len(task["drawings"]) != N or lens != [K + Q]:
+            raise ValueError(f"task has drawings of lengths {lens} for {len(task['drawings'])} classes but {env}: "
+                             f"each of the {N} classes needs k_shot + n_query = {K + Q} drawings")
+        if len(task["query_order"]) != N * Q:
+            raise ValueError(f"task has {len(task['query_order'])} entries in query_order but {env}: "
+                             f"n_way * n_query = {N * Q} queries")
 
     def _task_copy(self) -> dict:
-        import copy
-
-        return copy.deepcopy(self._task)
+        return copy.deepcopy(self._spec)
 
     # ------------------------------------------------------------------ episode
     def _obs(self) -> dict:
@@ -177,10 +233,13 @@ class OmniglotFewShotEnv(gym.Env):
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        """Start an episode; ``options={"task": task}`` is the same as ``set_task(task)`` before the reset."""
         super().reset(seed=seed)
+        if options and "task" in options:
+            self.set_task(options["task"])
         task = self._fixed_task if self._fixed_task is not None else self._draw_task(self.np_random)
         b = self._sampler.build(task["classes"], task["rotations"], task["drawings"])
-        self._task = task
+        self._task, self._spec = task, self._spec_of(task)
         self._sx, self._sy = b.support_x[0], b.support_y[0]
         self._qx, self._qy = b.query_x[0], b.query_y[0]
         self._order = np.asarray(task["query_order"], np.int64)

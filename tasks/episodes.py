@@ -7,7 +7,29 @@ before an agent sees the task. Arrays are numpy; units are in the field docs.
 - :class:`OmniglotTask`: N-way K-shot classification. ``predict`` returns scores (Q, N).
 - :class:`ArmTask`: one-shot trajectory learning. ``predict`` returns joint velocities (T, 2) in rad/s.
 
-Imports nothing else of pcmeta.
+Portable Omniglot tasks. An :class:`OmniglotTask`'s ``spec`` names its images rather than indexing one env's
+pool, so a task set is plain JSON that means the same pixels in any env or process
+(:func:`load_omniglot_task` rebuilds the task from it; ``pcmeta/OmniglotFewShot-v0``'s ``set_task`` loads it)::
+
+    {"family": "omniglot", "version": 1, "split": "paper", "part": "test", "n_way": 2, "k_shot": 1, "n_query": 2,
+     "classes": [{"alphabet": "Angelic", "character": "character07", "rotation": 0,
+                  "support_drawings": [4], "query_drawings": [11, 17]},
+                 {"alphabet": "Tengwar", "character": "character12", "rotation": 0,
+                  "support_drawings": [20], "query_drawings": [1, 8]}],
+     "query_order": [2, 0, 3, 1]}
+
+- ``classes[c]`` has label ``c``; ``alphabet`` and ``character`` are the folder names of the official archives
+  (``images_background/<alphabet>/<character>/``), ``rotation`` is in degrees counter-clockwise (0, 90, 180
+  or 270; all drawings of the class alike).
+- Drawings are the OFFICIAL drawing numbers 1..20: the ``NN`` of the file ``<id>_NN.png`` (the 0-based
+  drawing index of :mod:`pcmeta.tasks.omniglot` plus one); distinct within a class.
+- The task's queries are class-major (the ``n_query`` query drawings of class 0, then class 1, ...) shown in
+  ``query_order``: query ``j`` is class-major query ``query_order[j]``, so ``query_y[j] = query_order[j] //
+  n_query``. The images are preprocessed as the split's own preprocessing (``"paper"`` / ``"classic"``).
+- ``split``/``part`` say which pool of :func:`pcmeta.tasks.omniglot.class_pool` the characters are from; an
+  env of another split, part, N, K or Q refuses the task (:func:`check_omniglot_spec_fits`).
+
+Imports nothing else of pcmeta at module level.
 """
 from __future__ import annotations
 
@@ -59,6 +81,8 @@ class OmniglotTask:
         query_y: (Q,) int64 labels, or None: the grader's answers, never shown to an agent.
         n_way: N.
         meta: a JSON-able description of where the task came from (split, part, characters, ...).
+        spec: the portable description (the module docstring; :func:`check_omniglot_spec`) that rebuilds
+            exactly this task, or None. It determines ``query_y``, so :meth:`without_answers` drops it.
     """
 
     support_x: np.ndarray
@@ -67,6 +91,7 @@ class OmniglotTask:
     query_y: np.ndarray | None = None
     n_way: int = 5
     meta: dict | None = None
+    spec: dict | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -88,14 +113,25 @@ class OmniglotTask:
             if qy.size and (qy.min() < 0 or qy.max() >= self.n_way):
                 raise ValueError(f"query_y must lie in 0..{self.n_way - 1}")
             set_(self, "query_y", qy)
+        if self.spec is not None:
+            set_(self, "spec", self._checked_spec())
+
+    def _checked_spec(self) -> dict:
+        spec = check_omniglot_spec(self.spec)
+        n, k, q = spec["n_way"], spec["k_shot"], spec["n_query"]
+        if (n, n * k, n * q) != (self.n_way, self.support_x.shape[0], self.query_x.shape[0]):
+            raise ValueError(f"spec describes a {n}-way {k}-shot task with {q} queries per class ({n * k} support, "
+                             f"{n * q} query images) but the task is {self.n_way}-way with "
+                             f"{self.support_x.shape[0]} support and {self.query_x.shape[0]} query images")
+        return spec
 
     @property
     def k_shot(self) -> int:
         return self.support_x.shape[0] // self.n_way
 
     def without_answers(self) -> "OmniglotTask":
-        """The task as an agent sees it (``query_y`` removed)."""
-        return replace(self, query_y=None)
+        """The task as an agent sees it (``query_y`` removed, and ``spec``, which determines it)."""
+        return replace(self, query_y=None, spec=None)
 
     def check_prediction(self, scores: Any) -> np.ndarray:
         """``scores`` as a finite float64 (Q, N) array, or ValueError saying what was expected."""
@@ -190,12 +226,177 @@ def check_scores(x: Any, shape: tuple[int, int], what: str) -> np.ndarray:
     return a
 
 
+# ------------------------------------------------------------------------------------------ portable specs
+#: The version of the portable Omniglot task description this pcmeta writes and reads.
+OMNIGLOT_SPEC_VERSION = 1
+_SPEC_KEYS = ("family", "version", "split", "part", "n_way", "k_shot", "n_query", "classes", "query_order")
+_CLASS_KEYS = ("alphabet", "character", "rotation", "support_drawings", "query_drawings")
+_N_DRAWINGS = 20  # drawings per Omniglot character (pcmeta.tasks.omniglot.N_DRAWINGS)
+
+
+def _int(x: Any, what: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < lo or (hi is not None and x > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ValueError(f"Omniglot task spec: {what} must be an int {rng}, got {x!r}")
+    return int(x)
+
+
+def _ints(x: Any, n: int, what: str, lo: int, hi: int) -> list[int]:
+    if not isinstance(x, (list, tuple, np.ndarray)) or len(x) != n:
+        raise ValueError(f"Omniglot task spec: {what} must be a list of {n} ints, got {x!r}")
+    return [_int(v, f"{what} entries", lo, hi) for v in x]
+
+
+def _spec_class(c: Any, i: int, k: int, q: int) -> dict:
+    where = f"classes[{i}]"
+    if not isinstance(c, dict) or set(_CLASS_KEYS) - set(c):
+        raise ValueError(f"Omniglot task spec: {where} must be a dict with keys {list(_CLASS_KEYS)}, got {c!r}")
+    for key in ("alphabet", "character"):
+        if not isinstance(c[key], str) or not c[key] or "/" in c[key]:
+            raise ValueError(f"Omniglot task spec: {where}.{key} must be a folder name (a non-empty str "
+                             f"without '/'), got {c[key]!r}")
+    rot = _int(c["rotation"], f"{where}.rotation (degrees)", 0, 270)
+    if rot % 90:
+        raise ValueError(f"Omniglot task spec: {where}.rotation must be 0, 90, 180 or 270 degrees, got {rot}")
+    sd = _ints(c["support_drawings"], k, f"{where}.support_drawings (official numbers 1..20)", 1, _N_DRAWINGS)
+    qd = _ints(c["query_drawings"], q, f"{where}.query_drawings (official numbers 1..20)", 1, _N_DRAWINGS)
+    if len(set(sd + qd)) != k + q:
+        raise ValueError(f"Omniglot task spec: {where} drawings must be distinct, got support {sd}, query {qd}")
+    return {"alphabet": c["alphabet"], "character": c["character"], "rotation": rot,
+            "support_drawings": sd, "query_drawings": qd}
+
+
+def check_omniglot_spec(spec: Any) -> dict:
+    """``spec`` (the portable task description of the module docstring) validated, as a new dict of plain
+    ints, strs and lists; ValueError naming the first thing wrong."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"an Omniglot task spec is a dict, got {type(spec).__name__}")
+    missing = [k for k in _SPEC_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"Omniglot task spec lacks {missing} (expected keys {list(_SPEC_KEYS)})")
+    if spec["family"] != "omniglot":
+        raise ValueError(f"Omniglot task spec: family must be 'omniglot', got {spec['family']!r}")
+    if spec["version"] != OMNIGLOT_SPEC_VERSION:
+        raise ValueError(f"Omniglot task spec version {spec['version']!r} is not supported: this pcmeta reads "
+                         f"version {OMNIGLOT_SPEC_VERSION}")
+    for key in ("split", "part"):
+        if not isinstance(spec[key], str):
+            raise ValueError(f"Omniglot task spec: {key} must be a str, got {spec[key]!r}")
+    n = _int(spec["n_way"], "n_way", 2)
+    k = _int(spec["k_shot"], "k_shot", 1, _N_DRAWINGS - 1)
+    q = _int(spec["n_query"], "n_query", 1, _N_DRAWINGS - k)
+    classes = spec["classes"]
+    if not isinstance(classes, (list, tuple)) or len(classes) != n:
+        got = len(classes) if isinstance(classes, (list, tuple)) else repr(classes)
+        raise ValueError(f"Omniglot task spec: classes must be a list of n_way = {n} classes, got {got}")
+    order = _ints(spec["query_order"], n * q, "query_order", 0, n * q - 1)
+    if len(set(order)) != n * q:
+        raise ValueError(f"Omniglot task spec: query_order must be a permutation of 0..{n * q - 1}")
+    return {"family": "omniglot", "version": OMNIGLOT_SPEC_VERSION, "split": spec["split"], "part": spec["part"],
+            "n_way": n, "k_shot": k, "n_query": q, "classes": [_spec_class(c, i, k, q) for i, c in enumerate(classes)],
+            "query_order": order}
+
+
+def check_omniglot_spec_fits(spec: Any, *, split: str, part: str, n_way: int, k_shot: int, n_query: int,
+                             what: str = "env") -> dict:
+    """:func:`check_omniglot_spec`, and ValueError unless the task is from ``split``/``part`` and has
+    ``n_way``/``k_shot``/``n_query``; the message names the fields that differ and what the ``what`` has."""
+    spec = check_omniglot_spec(spec)
+    have = {"split": split, "part": part, "n_way": int(n_way), "k_shot": int(k_shot), "n_query": int(n_query)}
+    diff = [f for f in have if spec[f] != have[f]]
+    if diff:
+        def desc(d: dict) -> str:
+            return (f"split {d['split']!r} part {d['part']!r} ({d['n_way']}-way {d['k_shot']}-shot, "
+                    f"{d['n_query']} queries per class)")
+        raise ValueError(f"task is from {desc(spec)} but this {what} draws from {desc(have)}: "
+                         f"{', '.join(diff)} {'differs' if len(diff) == 1 else 'differ'}; make the {what} with "
+                         + ", ".join(f"{f}={spec[f]!r}" for f in diff))
+    return spec
+
+
+def omniglot_spec(pool: Any, classes: Any, rotations: Any, drawings: Any, k_shot: int,
+                  query_order: Any = None) -> dict:
+    """The portable spec of one task given by indices into ``pool`` (a :class:`pcmeta.tasks.omniglot.ClassPool`):
+    ``classes`` (N,) pool class indices, ``rotations`` (N,) degrees, ``drawings`` (N, K+Q) 0-based drawing
+    indices (first ``k_shot`` support), ``query_order`` (N*Q,) (None: class-major, 0..N*Q-1)."""
+    classes, drawings = np.asarray(classes, np.int64), np.asarray(drawings, np.int64)
+    chars = classes // 4 if pool.rotation == "classes" else classes
+    out = []
+    for c, r, d in zip(chars.tolist(), np.asarray(rotations).tolist(), drawings.tolist()):
+        alphabet, character = pool.characters[c].split("/")
+        out.append({"alphabet": alphabet, "character": character, "rotation": int(r) % 360,
+                    "support_drawings": [i + 1 for i in d[:k_shot]], "query_drawings": [i + 1 for i in d[k_shot:]]})
+    n, q = len(out), drawings.shape[1] - k_shot
+    order = list(range(n * q)) if query_order is None else [int(i) for i in query_order]
+    return check_omniglot_spec({"family": "omniglot", "version": OMNIGLOT_SPEC_VERSION, "split": pool.split,
+                                "part": pool.part, "n_way": n, "k_shot": int(k_shot), "n_query": q,
+                                "classes": out, "query_order": order})
+
+
+def omniglot_spec_indices(pool: Any, spec: Any) -> dict:
+    """``spec`` as indices into ``pool`` (a :class:`pcmeta.tasks.omniglot.ClassPool`): the dict of
+    ``pcmeta/OmniglotFewShot-v0``'s index tasks (``classes``, ``rotations`` in degrees, 0-based ``drawings``
+    (N, K+Q), ``query_order``). ValueError if the spec is from another split/part than the pool or names a
+    character the pool lacks."""
+    spec = check_omniglot_spec(spec)
+    if (spec["split"], spec["part"]) != (pool.split, pool.part):
+        raise ValueError(f"task is from split {spec['split']!r} part {spec['part']!r} but the class pool is split "
+                         f"{pool.split!r} part {pool.part!r}")
+    index = {name: i for i, name in enumerate(pool.characters)}
+    classes = []
+    for i, c in enumerate(spec["classes"]):
+        name = f"{c['alphabet']}/{c['character']}"
+        if name not in index:
+            raise ValueError(f"task class {i} names character {name!r}, which is not among the {len(index)} "
+                             f"characters of split {pool.split!r} part {pool.part!r}")
+        classes.append(index[name] * 4 + c["rotation"] // 90 if pool.rotation == "classes" else index[name])
+    return {"classes": classes, "rotations": [c["rotation"] for c in spec["classes"]],
+            "drawings": [[d - 1 for d in c["support_drawings"] + c["query_drawings"]] for c in spec["classes"]],
+            "query_order": list(spec["query_order"])}
+
+
+def load_omniglot_task(spec: Any, data_dir: Any = None) -> OmniglotTask:
+    """The :class:`OmniglotTask` (answers included) that ``spec`` describes, built from the Omniglot data
+    in ``data_dir`` (default ``$PCMETA_DATA_DIR``, else the user cache): the same pixels, labels and query
+    order in any process. ValueError for a malformed spec or a character not in the spec's split/part."""
+    return load_omniglot_tasks([spec], data_dir)[0]
+
+
+def load_omniglot_tasks(specs: Any, data_dir: Any = None) -> list[OmniglotTask]:
+    """:func:`load_omniglot_task` for each of ``specs`` (each split/part's images loaded once)."""
+    from pcmeta.tasks.omniglot import TaskSampler, class_pool  # noqa: PLC0415 (same part; loads the data)
+
+    pools: dict = {}
+    out = []
+    for spec in specs:
+        spec = check_omniglot_spec(spec)
+        key = (spec["split"], spec["part"])
+        if key not in pools:
+            pools[key] = class_pool(*key, data_dir)
+        pool = pools[key]
+        idx = omniglot_spec_indices(pool, spec)
+        sampler = TaskSampler(pool, spec["n_way"], spec["k_shot"], spec["n_query"], seed=0)
+        b = sampler.build(idx["classes"], idx["rotations"], idx["drawings"])
+        order = np.asarray(idx["query_order"], np.int64)
+        out.append(OmniglotTask(b.support_x[0], b.support_y[0], b.query_x[0][order], b.query_y[0][order],
+                                spec["n_way"], _meta(pool, b, 0), spec))
+    return out
+
+
+def _meta(pool: Any, b: Any, t: int) -> dict:
+    chars = b.classes[t] // 4 if pool.rotation == "classes" else b.classes[t]
+    return {"split": pool.split, "part": pool.part, "characters": [pool.characters[c] for c in chars],
+            "rotations": b.rotations[t].tolist(), "drawings": b.drawings[t].tolist()}
+
+
 # ------------------------------------------------------------------------------------------ task sets
 def omniglot_tasks(n: int, n_way: int = 5, k_shot: int = 5, n_query: int = 5, *, split: str = "paper",
                    part: str = "test", seed: int = 0, data_dir: Any = None, batch: int = 50) -> list[OmniglotTask]:
     """``n`` Omniglot tasks with their answers, drawn as ``pcmeta omniglot eval`` draws them (a
     :class:`~pcmeta.tasks.omniglot.TaskSampler` seeded ``seed``, batches of ``batch`` = 50), so the same
-    arguments give the same tasks as that command. ``meta`` names each task's characters, rotations and drawings."""
+    arguments give the same tasks as that command. Each task's ``spec`` is its portable description (queries
+    class-major: ``query_order`` 0..N*Q-1), which :func:`load_omniglot_task` turns back into the same task;
+    ``meta`` names its characters, rotations and 0-based drawing indices."""
     from pcmeta.tasks.omniglot import TaskSampler, class_pool  # noqa: PLC0415 (same part; loads the data)
 
     if not isinstance(n, (int, np.integer)) or n < 1:
@@ -206,10 +407,9 @@ def omniglot_tasks(n: int, n_way: int = 5, k_shot: int = 5, n_query: int = 5, *,
     while len(out) < n:
         b = sampler.sample(min(batch, n - len(out)))
         for t in range(len(b.support_x)):
-            chars = b.classes[t] // 4 if pool.rotation == "classes" else b.classes[t]
-            meta = {"split": split, "part": part, "characters": [pool.characters[c] for c in chars],
-                    "rotations": b.rotations[t].tolist(), "drawings": b.drawings[t].tolist()}
-            out.append(OmniglotTask(b.support_x[t], b.support_y[t], b.query_x[t], b.query_y[t], n_way, meta))
+            spec = omniglot_spec(pool, b.classes[t], b.rotations[t], b.drawings[t], k_shot)
+            out.append(OmniglotTask(b.support_x[t], b.support_y[t], b.query_x[t], b.query_y[t], n_way,
+                                    _meta(pool, b, t), spec))
     return out
 
 

@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env
 import pcmeta.envs  # noqa: F401  (registers the ids)
 from pcmeta.envs import omniglot as omniglot_module
 from pcmeta.envs.omniglot import MAX_EPISODE_STEPS, OmniglotFewShotEnv
+from pcmeta.tasks.episodes import omniglot_spec_indices
 from pcmeta.tasks.omniglot import N_DRAWINGS, OmniglotDataError, class_pool
 
 
@@ -125,7 +126,7 @@ def test_sample_tasks_and_set_task(env):
     assert not np.array_equal(o1["support_images"], o3["support_images"])
     with pytest.raises(ValueError, match="lacks"):
         env.set_task({"classes": [0, 1, 2, 3, 4]})
-    bad = dict(tasks[0], classes=[0, 1, 2, 3, 10_000])
+    bad = dict(omniglot_spec_indices(env.pool, tasks[0]), classes=[0, 1, 2, 3, 10_000])  # an index task
     with pytest.raises(ValueError, match="class indices"):
         env.set_task(bad)
 
