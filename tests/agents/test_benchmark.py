@@ -136,3 +136,22 @@ def test_report_writes_a_leaderboard_and_plots(omniglot_dir, tmp_path):
     assert "| PixelPrototypeAgent | software |" in md and "| RandomAgent | software |" in md
     assert md.index("PixelPrototypeAgent") < md.index("RandomAgent")  # best first
     assert paths[1].suffix == ".png" and paths[1].stat().st_size > 1000
+
+
+def test_the_env_episode_loop_scores_like_the_harness(omniglot_dir):
+    from pcmeta.agents import EpropAgent
+    from pcmeta.agents.benchmark_env import env_scores
+
+    for query_batch in (False, True):
+        res = env_scores(PixelPrototypeAgent(), "omniglot-5w1s-v0", 6, data_dir=omniglot_dir, query_batch=query_batch)
+        assert res.values.tolist() == pytest.approx(run(PixelPrototypeAgent(), "omniglot-5w1s-v0", tasks=6,
+                                                        data_dir=omniglot_dir)["values"])
+    arm = env_scores(EpropAgent.from_weights(), "arm-oneshot-v0", 2)
+    assert arm.values.tolist() == pytest.approx(run("eprop", "arm-oneshot-v0", tasks=2)["values"], rel=1e-6)
+
+    class StandStill:  # an RL-style policy: act(obs) only
+        def act(self, obs):
+            return np.zeros(2, np.float32)
+
+    still = env_scores(StandStill(), "arm-oneshot-v0", 2)
+    assert still.mean > 5 * arm.mean  # not moving is far worse than one-shot learning
