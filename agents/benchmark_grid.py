@@ -66,8 +66,9 @@ def expand_grid(benchmarks: Iterable[str], agents: Iterable[str], deployments: I
                 if entry is not None and dep.on_chip and (not entry.on_chip
                                                           or bench.split in entry.software_only_splits):
                     continue
-                if dep.on_chip:
-                    variants = [(parse_time(t), c) for t in times for c in compensations]
+                if dep.on_chip:  # compensation None: the preset's own, written out (one key per physics)
+                    own = dep.config.get("drift_compensation", "none") if dep.substrate == "pcm" else None
+                    variants = [(parse_time(t), own if c is None else c) for t in times for c in compensations]
                 else:
                     variants = [(None, None)]
                 for t, c in variants:
