@@ -106,6 +106,10 @@ def convert(model: nn.Module, config: PCMConfig | Deployment | Substrate | None 
             n = sum(p.numel() for p in module.parameters(recurse=False))
             digital.append({"name": name, "type": type(module).__name__, "params": n,
                             "reason": why or "no crossbar mapping for this layer type"})
+    if root is None and any(True for _ in out.parameters(recurse=False)):  # e.g. a policy's log_std
+        digital.insert(0, {"name": "", "type": type(out).__name__,
+                           "params": sum(p.numel() for p in out.parameters(recurse=False)),
+                           "reason": "parameters of the model itself (used directly in its forward)"})
     out._pcmeta_digital = digital
     if isinstance(config, Deployment) and config.time_s:
         sub.elapse(config.time_s)

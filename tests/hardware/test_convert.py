@@ -183,19 +183,20 @@ def test_unsupported_layers_stay_digital_and_are_reported():
             self.norm = nn.LayerNorm(8)
             self.head = nn.Linear(8, 3)
             self.skip = nn.Linear(8, 8)
+            self.gain = nn.Parameter(torch.ones(3))
 
         def forward(self, tok):
             h = self.emb(tok)
             h = self.attn(h, h, h)[0]
             h = self.grouped(h.transpose(1, 2)).transpose(1, 2)
-            return self.head(self.norm(h + self.skip(h)))
+            return self.gain * self.head(self.norm(h + self.skip(h)))
 
     net = Net()
     chip = hw.convert(net, PCMConfig.ideal(), exclude=["skip"])
     rep = hw.report(chip)
     assert [r["name"] for r in rep["layers"]] == ["head"]
     digital = {r["name"]: r["reason"] for r in rep["digital"]}
-    assert set(digital) == {"emb", "attn", "attn.out_proj", "grouped", "norm", "skip"}
+    assert set(digital) == {"", "emb", "attn", "attn.out_proj", "grouped", "norm", "skip"}
     assert "groups=2" in digital["grouped"] and "excluded" in digital["skip"]
     assert "MultiheadAttention" in digital["attn.out_proj"]
     tok = torch.randint(0, 10, (2, 5))
