@@ -281,3 +281,22 @@ def test_cuda_forward_matches_cpu_statistics():
     with torch.no_grad():
         err = rel_err(noisy(X.cuda()).cpu(), model(X))
     assert 0 < err < 0.5
+
+
+def test_noise_aware_layers_share_one_age_per_pass_and_inject_output_noise():
+    model = small_cnn()
+    only_out = PCMConfig.ideal(out_noise=0.06)
+    hwa = hw.noise_aware(model, only_out, seed=1).train()
+    noise = hwa[0].chip_noise
+    ages = []
+    for m in (hwa[0], hwa[2], hwa[4], hwa[6]):
+        m.register_forward_hook(lambda mod, inp, out: ages.append(noise.age_s))
+    hwa(X)
+    hwa(X)
+    assert len(set(ages[:4])) == 1 and len(set(ages[4:])) == 1 and ages[0] != ages[4]
+    with torch.no_grad():
+        err = rel_err(hwa(X), model(X))
+        quiet = rel_err(hw.noise_aware(model, only_out, seed=1, noise_scale=0.0).train()(X), model(X))
+    assert err > 0.01 and quiet < 1e-6  # output noise alone, and no noise at noise_scale 0
+    with pytest.raises(ValueError, match="noise_scale"):
+        hw.noise_aware(model, noise_scale=-1.0)
