@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from pcmeta.demos.options import write_result
 
@@ -83,5 +84,34 @@ def run_runs(args: argparse.Namespace) -> int:
             opts += f"; best {r['best']['window_loss']:.3f} at {r['best']['iteration']}"
         print(f"| {r['run']} | {opts} | {r['iterations']} | {cells} | {r['loss_last']:.3f} | {gn} | "
               f"{f['mean_hz']:.0f} / {f['silent']} / {f['saturated']} |")
-    write_result(args, {"runs": rows})
+    if getattr(args, "plot", None):
+        plot_runs(rows, args.plot, args.window)
+        print(f"wrote {args.plot}")
+    write_result(args, {"runs": [{k: v for k, v in r.items() if k != "curve"} for r in rows]})
     return 0
+
+
+def plot_runs(rows: list[dict], path: str, window: int) -> None:
+    """Loss and gradient norm per iteration (moving mean over ``window``) of several runs, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    kernel = np.ones(window) / window
+    for r in rows:
+        for ax, key in zip(axes, ("loss", "grad_norm")):
+            y = np.asarray(r["curve"][key], dtype=float)
+            if y.size >= window and np.isfinite(y).any():
+                y = np.convolve(np.nan_to_num(y, nan=0.0), kernel, mode="valid")
+                ax.plot(np.arange(window, window + y.size), y, lw=1, label=Path(r["run"]).name)
+    axes[0].set(xlabel="iteration", ylabel=f"loss (mean over {window})", yscale="log", title="meta-training loss")
+    axes[1].set(xlabel="iteration", ylabel=f"gradient norm (mean over {window})", yscale="log",
+                title="gradient norm")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

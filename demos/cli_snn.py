@@ -116,6 +116,8 @@ def _register_runs(groups) -> None:
     r.add_argument("runs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--window", type=positive_int, default=25, help="iterations per loss window, >= 1 (default 25)")
     r.add_argument("--json", metavar="OUT", help="also write the summaries as JSON")
+    r.add_argument("--plot", metavar="PNG", help="also plot the runs' loss and gradient-norm curves side by side "
+                   "(moving mean over --window iterations) into this PNG")
     r.set_defaults(func=_arm_runs)
 
 

@@ -47,7 +47,7 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     """What a meta-training run folder holds: its options, iterations done, the mean loss over windows of
     ``window`` iterations (iterations [k window, (k + 1) window)), the largest logged gradient norm and the
     firing health (:func:`~pcmeta.agents.eprop.evaluation.firing_stats`) of its current weights on
-    ``n_targets`` fixed targets (seed 0)."""
+    ``n_targets`` fixed targets (seed 0), and the per-iteration curves (``curve``: loss, grad_norm)."""
     p = Path(run_dir) / "checkpoint.pt"
     ck = load_checkpoint(p, "arm checkpoint", required=("params", "history"))
     h = ck["history"]
@@ -61,4 +61,5 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
               "trainee_noise": "none", "threshold_gradient": True, **dict(ck.get("config", {}))}
     return {"run": str(run_dir), "config": config, "iterations": int(ck["iteration"]), "best": ck.get("best", {}),
             "loss_windows": windows, "loss_last": float(loss[-window:].mean()) if len(loss) else float("nan"),
-            "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg)}
+            "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg),
+            "curve": {"loss": loss.tolist(), "grad_norm": [float(x.get("grad_norm", float("nan"))) for x in h]}}

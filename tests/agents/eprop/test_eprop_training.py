@@ -190,7 +190,10 @@ def test_arm_runs_summarises_meta_training_runs(tmp_path, capsys):
     assert s["iterations"] == 4 and list(s["loss_windows"]) == ["0-2", "2-4"]
     assert s["config"]["voltage_reg"] == 1e-3 and s["config"]["detach_reset"] is False
     assert s["max_grad_norm"] > 0 and s["firing"]["lsg"]["neurons"] == 800
-    assert main(["arm", "runs", str(tmp_path / "a"), "--window", "2", "--json", str(tmp_path / "r.json")]) == 0
+    assert len(s["curve"]["loss"]) == 4 and len(s["curve"]["grad_norm"]) == 4
+    assert main(["arm", "runs", str(tmp_path / "a"), "--window", "2", "--json", str(tmp_path / "r.json"),
+                 "--plot", str(tmp_path / "runs.png")]) == 0
+    assert (tmp_path / "runs.png").stat().st_size > 5000
     out = capsys.readouterr().out
     assert "voltage_reg=0.001" in out and "| 4 |" in out
     assert json.loads((tmp_path / "r.json").read_text())["runs"][0]["iterations"] == 4
