@@ -127,3 +127,24 @@ def test_single_process_without_torchrun(tmp_path, omniglot_dir, monkeypatch):
         monkeypatch.delenv(v, raising=False)
     tr = Trainer(preset("paper-5w1s", channels=8, meta_batch=3), tmp_path, omniglot_dir)
     assert not tr.dist.enabled and tr.dist.is_main and not torch.distributed.is_initialized()
+
+
+def test_a_two_rank_run_resumes_in_one_process(tmp_path, omniglot_dir):
+    """Resuming with another world size continues the same run: the tasks come from one stream whatever the
+    world size, so 3 iterations on 2 ranks + 2 in one process = 5 iterations in one process."""
+    _, ddp_dir = _run_ranks(tmp_path, omniglot_dir, CFG)
+    five = {**CFG, "iterations": 5}
+    resumed = Trainer(preset("paper-5w1s", **five), ddp_dir, omniglot_dir, seed=3, eval_every=3, eval_tasks=4,
+                      log_every=1, checkpoint_every=2, dist=DistContext())
+    assert resumed.resume() and resumed.state.iteration == 3
+    out = resumed.train(progress=False)
+    ref = Trainer(preset("paper-5w1s", **five), tmp_path / "run-one", omniglot_dir, seed=3, eval_every=3,
+                  eval_tasks=4, log_every=1, checkpoint_every=2, dist=DistContext())
+    ref_out = ref.train(progress=False)
+    assert resumed.state.iteration == ref.state.iteration == 5
+    for k, v in ref.model.params.items():
+        torch.testing.assert_close(resumed.model.params[k].detach(), v.detach(), rtol=0, atol=1e-5)
+    # the same curve (the 2-rank worker ran iteration 1 outside train(), unlogged)
+    ref_loss = {h["iteration"]: h["loss"] for h in ref_out["history"]}
+    assert [h["iteration"] for h in out["history"]] == [2, 3, 4, 5]
+    assert [h["loss"] for h in out["history"]] == pytest.approx([ref_loss[i] for i in (2, 3, 4, 5)], rel=1e-4)
