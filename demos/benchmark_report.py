@@ -72,27 +72,39 @@ def _table(bench: str, recs: list[dict]) -> tuple[list[str], dict]:
 
 
 def _plot(bench: str, data: dict, path: Path) -> None:
+    """Metric vs drift time: all rows (left) and, for accuracy, a zoom on the top 4 points (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pcmeta.hardware.times import TIMES
+
     metric, scale = data["metric"], (100.0 if data["metric"] == "accuracy" else 1.0)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (key, pts) in enumerate(data["curves"].items()):
-        color = f"C{i % 10}"
-        if "sw" in pts:
-            ax.axhline(pts["sw"][0] * scale, color=color, ls=":", lw=1, label=f"{key[0]} / {key[1]}")
-        ts = sorted(t for t in pts if t != "sw")
-        if ts:
-            m = np.array([pts[t][0] for t in ts]) * scale
-            ci = np.nan_to_num(np.array([pts[t][1] for t in ts]) * scale)
-            ax.errorbar(ts, m, yerr=ci, color=color, marker="o", ms=3, capsize=2, label=f"{key[0]} / {key[1]}")
-    ax.set_xscale("log")
-    ax.set_xlabel("time after programming (s)")
-    ax.set_ylabel("accuracy (%)" if metric == "accuracy" else metric)
-    ax.set_title(f"{bench} (dotted: software)")
-    ax.legend(fontsize=6, loc="best")
+    zoom = metric == "accuracy"
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(12 if zoom else 7, 4.2), squeeze=False)
+    for ax in axes[0]:
+        for i, (key, pts) in enumerate(data["curves"].items()):
+            color, label = f"C{i % 10}", f"{key[0]} / {key[1]}"
+            if "sw" in pts:
+                ax.axhline(pts["sw"][0] * scale, color=color, ls=":", lw=1, label=label)
+            ts = sorted(t for t in pts if t != "sw")
+            if ts:
+                m = np.array([pts[t][0] for t in ts]) * scale
+                ci = np.nan_to_num(np.array([pts[t][1] for t in ts]) * scale)
+                ax.errorbar(ts, m, yerr=ci, color=color, marker="o", ms=3, capsize=2, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(list(TIMES.values()), list(TIMES))
+        ax.set_xlabel("time after programming")
+        ax.set_ylabel("accuracy (%)" if metric == "accuracy" else metric)
+        if not zoom:
+            ax.set_yscale("log")
+    axes[0][0].set_title(f"{bench} (dotted: software)")
+    axes[0][0].legend(fontsize=6, loc="best")
+    if zoom:
+        top = max(v[0] for pts in data["curves"].values() for v in pts.values()) * scale
+        axes[0][1].set_ylim(top - 4.0, top + 0.5)
+        axes[0][1].set_title("zoom on the top 4 points")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
