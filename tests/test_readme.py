@@ -49,6 +49,7 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("doc, line, code", DOC_BLOCKS, ids=[f"{d}:{ln}" for d, ln, _ in DOC_BLOCKS])
 def test_docs_python_block_runs(doc, line, code, tmp_path, monkeypatch):
+    monkeypatch.setenv("PCMETA_DATA_DIR", os.environ.get("PCMETA_DATA_DIR", str(DEFAULT_DATA)))
     monkeypatch.chdir(tmp_path)
     name = f"{doc} block at line {line}"
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
