@@ -60,6 +60,9 @@ def register(groups) -> None:
     p.add_argument("--presets", default="paper-5w5s,classic-5w1s", help="comma-separated presets")
     p.add_argument("--iterations", type=int, default=5, help="timed iterations per measurement")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--procs", metavar="N,M", help="instead: meta-iterations/s of data-parallel training with N, M, "
+                   "... processes (torchrun, gloo, one thread each), e.g. 1,2")
+    p.add_argument("--data-dir", help="Omniglot folder (default: $PCMETA_DATA_DIR or ~/.cache/pcmeta/omniglot)")
     p.add_argument("--json", metavar="OUT")
     p.set_defaults(func=_bench)
 
@@ -157,6 +160,8 @@ def _bench(args) -> int:
     cfgs = [preset(n) for n in names]  # validates the names before any work
     if args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.procs:
+        return _bench_procs(args, names)
     results = {}
     print(f"torch CPU threads: {torch.get_num_threads()} (--threads); the two implementations run in turn, "
           f"{args.iterations} timed iterations each (medians)")
@@ -171,4 +176,25 @@ def _bench(args) -> int:
               f"{r['vectorised_it_s']:>12.3f} {r['loop_it_s']:>10.3f} {r['speedup']:>7.2f}x "
               f"{r['speedup_cpu']:>18.2f}x", flush=True)
     write_result(args, {"presets": results})
+    return 0
+
+
+def _bench_procs(args, names: list[str]) -> int:
+    from pcmeta.agents.maml.distributed import bench_world_sizes
+
+    try:
+        worlds = tuple(int(w) for w in args.procs.split(",") if w.strip())
+    except ValueError:
+        raise ValueError(f"--procs must be comma-separated process counts, got {args.procs!r}") from None
+    if not worlds or min(worlds) < 1:
+        raise ValueError(f"--procs must be counts >= 1, got {args.procs!r}")
+    results = {}
+    print(f"data-parallel meta-training, one thread per process, {args.iterations} timed iterations")
+    for name in names:
+        r = bench_world_sizes(name, worlds, args.iterations, args.data_dir)
+        results[name] = {str(w): v for w, v in r.items()}
+        base = r[worlds[0]]
+        print(f"{name:<14} " + "  ".join(f"{w} proc: {v:.3f} it/s ({v / base:.2f}x)" for w, v in r.items()),
+              flush=True)
+    write_result(args, {"procs": results})
     return 0

@@ -148,3 +148,10 @@ def test_a_two_rank_run_resumes_in_one_process(tmp_path, omniglot_dir):
     ref_loss = {h["iteration"]: h["loss"] for h in ref_out["history"]}
     assert [h["iteration"] for h in out["history"]] == [2, 3, 4, 5]
     assert [h["loss"] for h in out["history"]] == pytest.approx([ref_loss[i] for i in (2, 3, 4, 5)], rel=1e-4)
+
+
+def test_speed_benchmark_over_world_sizes(omniglot_dir):
+    from pcmeta.agents.maml.distributed import bench_world_sizes
+
+    r = bench_world_sizes("paper-5w1s", (1, 2), iterations=1, data_dir=omniglot_dir, timeout_s=300)
+    assert set(r) == {1, 2} and all(v > 0 for v in r.values())
