@@ -121,7 +121,7 @@ def _train(args) -> int:
         raise ValueError("--rescale-conv needs --init-weights")
     if args.allow_changed_settings and not args.resume:
         raise ValueError("--allow-changed-settings goes with --resume")
-    from pcmeta.agents.maml import distributed
+    from pcmeta.agents import distributed
 
     # under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) the Trainer joins the process group and shards the
     # meta-batch; rank 0 alone holds the run folder and prints
@@ -180,7 +180,7 @@ def _bench(args) -> int:
 
 
 def _bench_procs(args, names: list[str]) -> int:
-    from pcmeta.agents.maml.distributed import bench_world_sizes
+    from pcmeta.agents.maml.distributed_bench import bench_world_sizes
 
     try:
         worlds = tuple(int(w) for w in args.procs.split(",") if w.strip())

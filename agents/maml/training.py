@@ -4,7 +4,7 @@ benchmark of the vectorised meta-objective against a per-task loop (:func:`bench
 The run folder is held and checked through :mod:`pcmeta.runs` (lock, temporaries, another run, changed settings,
 non-finite values), as for the spiking learner's :func:`~pcmeta.agents.eprop.meta_train`.
 
-Under ``torchrun`` (:mod:`pcmeta.agents.maml.distributed`) the meta-batch is sharded over the ranks: each
+Under ``torchrun`` (:mod:`pcmeta.agents.distributed`) the meta-batch is sharded over the ranks: each
 draws the same full meta-batch from the same seeded sampler, computes the meta-gradient of its slice, and the
 gradients are averaged over the ranks (the mean over all tasks, as in one process) before the Adam step; rank 0
 alone holds the run folder and writes checkpoints, logs, weights and the progress bar."""
@@ -24,8 +24,8 @@ from pcmeta.runs import (NonFiniteError, RunFolder, check_checkpoint_finite, che
                          open_run)
 
 from .config import MAMLConfig
-from .distributed import DistContext, DistributedError, check_meta_batch
-from .distributed import from_env as dist_from_env
+from pcmeta.agents.distributed import DistContext, DistributedError, check_meta_batch
+from pcmeta.agents.distributed import from_env as dist_from_env
 from .evaluation import evaluate, mean_ci95
 from .inner import meta_loss_loop
 from .model import MAML
@@ -57,7 +57,7 @@ class Trainer:
         seed: seeds initialisation, task sampling and quantization noise.
         checkpoint_every: iterations between checkpoints; eval_every: iterations between validation
             evaluations (``eval_tasks`` tasks from the split's val part, fixed seed).
-        dist: the data-parallel context (:class:`~pcmeta.agents.maml.distributed.DistContext`); None: detected
+        dist: the data-parallel context (:class:`~pcmeta.agents.distributed.DistContext`); None: detected
             from torchrun's environment (joining the process group), a single process without it. With more
             than one rank, ``cfg.meta_batch`` must be divisible by the world size; only rank 0 touches the
             run folder.

@@ -1,4 +1,4 @@
-"""Data-parallel MAML meta-training (pcmeta.agents.maml.distributed): 2 gloo processes on CPU with a meta-batch
+"""Data-parallel MAML meta-training (pcmeta.agents.distributed): 2 gloo processes on CPU with a meta-batch
 of 2 x B tasks match one process with the same 2B tasks (meta-gradient, parameters after 3 iterations)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pcmeta.agents.maml import preset
-from pcmeta.agents.maml.distributed import DistContext
+from pcmeta.agents.distributed import DistContext
 from pcmeta.agents.maml.training import RUN_FILES, Trainer
 
 B = 2  # tasks per rank
@@ -25,7 +25,7 @@ WORKER = textwrap.dedent("""
     torch.set_num_threads(1)
     from pcmeta.agents.maml import preset
     from pcmeta.agents.maml.training import Trainer
-    from pcmeta.agents.maml import distributed
+    from pcmeta.agents import distributed
 
     data_dir, run_dir, out, cfg = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     tr = Trainer(preset("paper-5w1s", **cfg), run_dir, data_dir, seed=3, eval_every=3, eval_tasks=4,
@@ -151,7 +151,7 @@ def test_a_two_rank_run_resumes_in_one_process(tmp_path, omniglot_dir):
 
 
 def test_speed_benchmark_over_world_sizes(omniglot_dir):
-    from pcmeta.agents.maml.distributed import bench_world_sizes
+    from pcmeta.agents.maml.distributed_bench import bench_world_sizes
 
     r = bench_world_sizes("paper-5w1s", (1, 2), iterations=1, data_dir=omniglot_dir, timeout_s=300)
     assert set(r) == {1, 2} and all(v > 0 for v in r.values())
