@@ -95,12 +95,13 @@ class DistContext:
         return box[0]
 
 
-def check_meta_batch(meta_batch: int, world_size: int) -> None:
-    """ValueError unless the meta-batch can be split evenly over ``world_size`` processes."""
+def check_meta_batch(meta_batch: int, world_size: int, flag: str = "--meta-batch") -> None:
+    """ValueError unless the meta-batch can be split evenly over ``world_size`` processes (``flag``: the option
+    that sets it, named in the message)."""
     if world_size > 1 and int(meta_batch) % int(world_size) != 0:
         raise ValueError(f"the meta-batch of {meta_batch} tasks is not divisible by the world size {world_size} "
                          f"(each of the {world_size} processes takes meta-batch / world-size tasks); choose "
-                         f"--meta-batch a multiple of {world_size}")
+                         f"{flag} a multiple of {world_size}")
 
 
 def _collective_device() -> torch.device | None:

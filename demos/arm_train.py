@@ -32,17 +32,27 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--clip-grad-norm must be > 0, got {args.clip_grad_norm}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    res = eprop.meta_train(args.out, args.iterations, batch=args.batch, lr=args.lr, lr_decay=args.lr_decay,
-                           decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
-                           clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
-                           resume=args.resume, overwrite=args.overwrite,
-                           allow_changed_settings=args.allow_changed_settings,
-                           clip_grad_norm=args.clip_grad_norm,
-                           readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
-                           trainee_noise=args.trainee_noise, voltage_reg=args.voltage_reg,
-                           threshold_gradient=args.threshold_gradient, best_window=args.best_window,
-                           cuda_graph=False if args.no_cuda_graph else None,
-                           time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
+    from pcmeta.agents import distributed
+
+    try:  # under torchrun: data-parallel (the batch split over the processes), rank 0 holds the folder and prints
+        res = eprop.meta_train(args.out, args.iterations, batch=args.batch, lr=args.lr, lr_decay=args.lr_decay,
+                               decay_every=args.decay_every, seed=args.seed, init=args.init, init_weights=args.weights,
+                               clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
+                               resume=args.resume, overwrite=args.overwrite,
+                               allow_changed_settings=args.allow_changed_settings,
+                               clip_grad_norm=args.clip_grad_norm,
+                               readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
+                               trainee_noise=args.trainee_noise, voltage_reg=args.voltage_reg,
+                               threshold_gradient=args.threshold_gradient, best_window=args.best_window,
+                               cuda_graph=False if args.no_cuda_graph else None,
+                               time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
+    finally:
+        distributed.destroy()
+    if res["rank"] != 0:
+        return 0
+    if res["world_size"] > 1:
+        print(f"data-parallel: {res['world_size']} processes, {args.batch // res['world_size']} of the "
+              f"{args.batch} targets of each iteration per process")
     if args.resume:
         print(f"resumed {args.out} at iteration {res['resumed']}" if res["resumed"] is not None
               else f"no checkpoint in {args.out}; started a new run")

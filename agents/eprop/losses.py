@@ -2,7 +2,7 @@
 regularisation, and the outer (meta-training) loss through the one e-prop update (SPEC section 2)."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -40,17 +40,38 @@ def arm_losses_tensors(omega: torch.Tensor, omega_t: torch.Tensor, xyz_t: torch.
     return {"mse_omega": mse_o, "mse_xyz": mse_x, "loss": 0.5 * mse_o + 0.5 * mse_x}
 
 
-def rate_regularization(z: torch.Tensor, cfg: SNNConfig, dt_s: float = 1e-3) -> torch.Tensor:
+BatchMean = Callable[[torch.Tensor], torch.Tensor]
+
+
+def over_batch(local: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
+               batch_mean: BatchMean | None = None) -> torch.Tensor:
+    """``fn`` of a statistic averaged over the batch's tasks, when the batch is split over processes.
+
+    ``local`` is the mean over this process's tasks; ``batch_mean`` (None: one process) the mean over the
+    processes (an all-reduce of equal shares). The value is ``fn`` at the mean over ALL tasks, and the gradient
+    is ``fn``'s gradient there times ``local``'s: averaged over the processes (as the gradient all-reduce does)
+    that is exactly the gradient of the whole batch (as synchronised batch norm does for its statistics)."""
+    if batch_mean is None:
+        return fn(local)
+    whole = batch_mean(local.detach()).requires_grad_(True)
+    with torch.enable_grad():
+        value = fn(whole)
+        (grad,) = torch.autograd.grad(value, whole)
+    return value.detach() + (grad * (local - local.detach())).sum()
+
+
+def rate_regularization(z: torch.Tensor, cfg: SNNConfig, dt_s: float = 1e-3,
+                        batch_mean: BatchMean | None = None) -> torch.Tensor:
     """Firing-rate regularisation: lambda * sum_j (r_j - f_target dt)^2, where r_j is neuron j's spike count
     per step averaged over the batch AND the time steps (the population of tasks shares one rate per neuron,
     as in the authors' training), f_target = ``cfg.rate_target_hz``, lambda = ``cfg.rate_lambda``.
-    z: (B, T, n) spikes."""
-    rate = z.mean(dim=(0, 1))  # (n,): spikes per step
+    z: (B, T, n) spikes; ``batch_mean``: see :func:`over_batch` (a batch split over processes)."""
     target = cfg.rate_target_hz * dt_s
-    return cfg.rate_lambda * ((rate - target) ** 2).sum()
+    return over_batch(z.mean(dim=(0, 1)), lambda rate: cfg.rate_lambda * ((rate - target) ** 2).sum(), batch_mean)
 
 
-def voltage_regularization(v: torch.Tensor, A: torch.Tensor, z: torch.Tensor, cfg: SNNConfig) -> torch.Tensor:
+def voltage_regularization(v: torch.Tensor, A: torch.Tensor, z: torch.Tensor, cfg: SNNConfig,
+                           batch_mean: BatchMean | None = None) -> torch.Tensor:
     """Keeps neurons where the surrogate gradient can reach them: sum over neurons of
     relu(-1 - m_j)^2 + relu(n_j - 1)^2, with m_j the task-averaged maximum over the trial of (v - A) / v_th
     (m_j < -1: the neuron never comes within v_th of its threshold, its pseudo-derivative is 0 on every step:
@@ -58,7 +79,8 @@ def voltage_regularization(v: torch.Tensor, A: torch.Tensor, z: torch.Tensor, cf
     not refractory (n_j > 1: always more than v_th above threshold, saturated for good). The rate
     regularisation cannot move either kind (its gradient passes through the pseudo-derivative); this term's
     gradient acts on v directly. 0 for every neuron whose voltage enters the surrogate's support.
-    v, A, z: (B, T, n) from :func:`~pcmeta.agents.eprop.network.run_snn` (``record_v``)."""
+    v, A, z: (B, T, n) from :func:`~pcmeta.agents.eprop.network.run_snn` (``record_v``); ``batch_mean``: see
+    :func:`over_batch`."""
     d = (v - A) / cfg.v_th
     m = d.amax(dim=1).mean(dim=0)
     # refractory at t: a spike in t-4..t-1 (window k of the left-padded spikes covers exactly those steps)
@@ -67,7 +89,8 @@ def voltage_regularization(v: torch.Tensor, A: torch.Tensor, z: torch.Tensor, cf
     refr = torch.nn.functional.max_pool1d(zp, k, stride=1)[..., :-1].transpose(1, 2)  # (B, T, n)
     n = torch.where(refr > 0, torch.full_like(d, float("inf")), d).amin(dim=1)
     n = torch.where(torch.isfinite(n), n, torch.zeros_like(n)).mean(dim=0)
-    return (torch.relu(-1.0 - m) ** 2).sum() + (torch.relu(n - 1.0) ** 2).sum()
+    return (over_batch(m, lambda x: (torch.relu(-1.0 - x) ** 2).sum(), batch_mean)
+            + over_batch(n, lambda x: (torch.relu(x - 1.0) ** 2).sum(), batch_mean))
 
 
 def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, eta: float = ETA,
@@ -88,26 +111,29 @@ def meta_loss(params: Mapping[str, torch.Tensor], targets: traj.ArmTargets, *, e
 
 def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, batch: Mapping[str, torch.Tensor],
                       *, robot: str = "scorbot", eta: float = ETA, detach_reset: bool = True,
-                      trainee_noise: str = "none", voltage_reg: float = 0.0, threshold_gradient: bool = True
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      trainee_noise: str = "none", voltage_reg: float = 0.0, threshold_gradient: bool = True,
+                      batch_mean: BatchMean | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`meta_loss` on tensors only: ``batch`` is :func:`~pcmeta.agents.eprop.episode.target_tensors`'
     dict, ``clock`` (T, 5). Nothing here leaves the device, so one call plus ``backward()`` can be captured in
     a CUDA graph. ``detach_reset``: see :func:`~pcmeta.agents.eprop.network.run_snn` (False: the gradient also
     flows through the reset term, as in the authors' TensorFlow code); ``threshold_gradient``: see ``run_snn``;
     ``trainee_noise``: see :func:`~pcmeta.agents.eprop.episode.one_shot_episode`; ``voltage_reg``: factor of
-    :func:`voltage_regularization` of both networks (LSG and demonstration trial), added to the loss (0: off).
+    :func:`voltage_regularization` of both networks (LSG and demonstration trial), added to the loss (0: off);
+    ``batch_mean``: the mean over processes when the batch is split over them (:func:`over_batch`: the
+    regularisers then see the whole batch's statistics; the figures are this process's share's except "reg").
     Returns (loss, figures as 0-d tensors, keys :data:`META_FIGURES`)."""
     ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta, detach_reset=detach_reset,
                           threshold_gradient=threshold_gradient, trainee_noise=trainee_noise,
                           record_v=voltage_reg > 0)
     task = arm_losses_tensors(ep["omega_after"], batch["omega"], batch["xyz"], batch["start"], robot)
     # the learning network's rate is taken over its demonstration and test trials together
-    reg = (rate_regularization(ep["z_lsg"], LSG)
-           + rate_regularization(torch.cat([ep["z_demo"], ep["z_test"]], dim=1), LEARNER))
+    bm = batch_mean
+    reg = (rate_regularization(ep["z_lsg"], LSG, batch_mean=bm)
+           + rate_regularization(torch.cat([ep["z_demo"], ep["z_test"]], dim=1), LEARNER, batch_mean=bm))
     loss = task["loss"].mean() + reg
     if voltage_reg > 0:
-        loss = loss + voltage_reg * (voltage_regularization(ep["v_lsg"], ep["A_lsg"], ep["z_lsg"], LSG)
-                                     + voltage_regularization(ep["v_demo"], ep["A_demo"], ep["z_demo"], LEARNER))
+        loss = loss + voltage_reg * (voltage_regularization(ep["v_lsg"], ep["A_lsg"], ep["z_lsg"], LSG, bm)
+                                     + voltage_regularization(ep["v_demo"], ep["A_demo"], ep["z_demo"], LEARNER, bm))
     with torch.no_grad():
         figs = {"loss": task["loss"].mean(), "mse_omega": task["mse_omega"].mean(),
                 "mse_xyz": task["mse_xyz"].mean(), "reg": reg.detach(),

@@ -4,6 +4,7 @@ iteration. The run folder is held and checked through :mod:`pcmeta.runs` (lock, 
 changed settings, non-finite values), as for MAML's :class:`~pcmeta.agents.maml.Trainer`."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pcmeta.agents.distributed import DistContext, check_meta_batch
+from pcmeta.agents.distributed import from_env as dist_from_env
 from pcmeta.files import load_checkpoint
 from pcmeta.runs import check_checkpoint_finite, check_finite, check_settings, kept_checkpoint, open_run
 from pcmeta.tasks import trajectories as traj
@@ -140,31 +143,47 @@ def meta_train(out_dir: str | Path, iterations: int, **options: Any) -> dict[str
 
     Returns a dict with the final iteration, the history (per-iteration loss figures), the wall time (s),
     the paths, ``resumed`` (the iteration resumed from, None for a new run) and ``setting_changes``.
+
+    Under ``torchrun --nproc-per-node N`` (detected by itself; :mod:`pcmeta.agents.distributed`) the ``batch``
+    targets of an iteration (the same draw as one process) are split over the N processes, each back-propagates
+    its share's loss and the gradients (and logged figures) are averaged over the processes before the one
+    clip and Adam step every process takes; rank 0 alone holds the run folder, writes checkpoints and weights
+    and shows the progress bar. A run resumes under any number of processes (rank 0 reads the checkpoint and
+    sends its state to the others).
     """
     t_start = time.perf_counter()
     o = MetaTrainOptions(**options)
     if o.allow_changed_settings and not o.resume:
         raise ValueError("--allow-changed-settings goes with --resume")
-    with open_run(out_dir, RUN_FILES, resume=o.resume, overwrite=o.overwrite, temporaries=_OLD_TEMPORARIES):
-        run = _MetaRun(Path(out_dir), iterations, o)
+    dist = dist_from_env(o.device)
+    check_meta_batch(o.batch, dist.world_size, "--batch")
+    held = (open_run(out_dir, RUN_FILES, resume=o.resume, overwrite=o.overwrite, temporaries=_OLD_TEMPORARIES)
+            if dist.is_main else contextlib.nullcontext())
+    with held:
+        dist.barrier()  # the other ranks start once rank 0 holds (and has cleaned) the run folder
+        run = _MetaRun(Path(out_dir), iterations, o, dist)
         it_done = run.train(t_start)
     return {"iteration": max(run.start, it_done), "history": run.history, "checkpoint": str(run.ck_path),
             "weights": str(run.w_path), "wall_s": time.perf_counter() - t_start, "cuda_graph": run.graph is not None,
             "best": dict(run.best), "best_weights": str(run.best_path) if run.best else None,
-            "resumed": run.resumed, "setting_changes": list(run.setting_changes)}
+            "resumed": run.resumed, "setting_changes": list(run.setting_changes), "rank": dist.rank,
+            "world_size": dist.world_size}
 
 
 class _MetaRun:
     """The state of one meta-training run: parameters, optimizer, history, best weights, the CUDA graph."""
 
-    def __init__(self, out: Path, iterations: int, o: MetaTrainOptions):
+    def __init__(self, out: Path, iterations: int, o: MetaTrainOptions, dist: DistContext | None = None):
+        self.dist = dist or DistContext()
         self.iterations = iterations
         self.ck_path, self.w_path, self.best_path = out / "checkpoint.pt", out / "weights.npz", out / "best.npz"
         if not (isinstance(o.best_window, int) and o.best_window >= 1):
             raise ValueError(f"best_window must be a positive integer, got {o.best_window!r}")
         self.dev = torch.device(o.device)
-        if o.cuda_graph is None:
-            o.cuda_graph = self.dev.type == "cuda"
+        if o.cuda_graph is None:  # (not with several processes: the collectives run between the graph's parts)
+            o.cuda_graph = self.dev.type == "cuda" and not self.dist.enabled
+        if o.cuda_graph and self.dist.enabled:
+            raise ValueError("cuda_graph is not supported in a data-parallel run; leave it at its default")
         if o.cuda_graph and self.dev.type != "cuda":
             raise ValueError(f"cuda_graph needs a CUDA device, got {o.device!r}")
         ck = self._start(o)
@@ -176,15 +195,31 @@ class _MetaRun:
             self.setting_changes.append({"iteration": self.start, "changes": changes})
         self.o = o
         self.opt, self.sched = _optimizer(self.params, o, ck, changed=bool(changes))
+        if self.dist.enabled:
+            self._share_state()
         self.dtype = self.params["W_in_lsg"].dtype
         self.clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=self.dtype, device=self.dev)
         self.pending: list[torch.Tensor] = []  # per-iteration figures still on the device
         self.graph = self.static = self.static_figs = None
 
+    def _share_state(self) -> None:
+        """Rank 0's parameters, optimizer, schedule, start and history on every rank (a resumed run needs the
+        checkpoint on rank 0 only)."""
+        st = self.dist.broadcast_object({"params": {k: v.detach().cpu() for k, v in self.params.items()},
+                                         "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                                         "start": self.start, "history": self.history} if self.dist.is_main else None)
+        if not self.dist.is_main:
+            with torch.no_grad():
+                for k, v in st["params"].items():
+                    self.params[k].copy_(v.to(self.dev))
+            self.opt.load_state_dict(st["opt"])
+            self.sched.load_state_dict(st["sched"])
+            self.start, self.history = st["start"], st["history"]
+
     def _start(self, o: MetaTrainOptions) -> dict | None:
         """Parameters, first iteration and history: from the checkpoint (resume) or fresh. Returns the
         checkpoint (None when fresh)."""
-        if o.resume and self.ck_path.is_file():
+        if o.resume and self.dist.is_main and self.ck_path.is_file():
             ck = load_checkpoint(self.ck_path, "arm checkpoint", required=("params", "iteration", "history"))
             check_checkpoint_finite(self.ck_path, {k: ck["params"][k] for k in PARAM_KEYS})
             self.params = {k: ck["params"][k].to(self.dev).requires_grad_(True) for k in PARAM_KEYS}
@@ -204,7 +239,11 @@ class _MetaRun:
     def draw(self, it: int) -> tuple[str, dict[str, torch.Tensor]]:
         """Iteration ``it``'s targets (seeded by (seed, it)) as tensors, on the CPU."""
         tg = traj.sample_targets(self.o.batch, rng=np.random.default_rng([self.o.seed, it]))
-        return tg.robot, target_tensors(tg, dtype=self.dtype, clean_code=self.o.clean_code)
+        b = target_tensors(tg, dtype=self.dtype, clean_code=self.o.clean_code)
+        if self.dist.enabled:  # this rank's share of the iteration's targets ("start" is shared by all)
+            part = self.dist.shard(self.o.batch)
+            b = {k: (v if k == "start" else v[part]) for k, v in b.items()}
+        return tg.robot, b
 
     def flush(self) -> None:
         """Move the pending per-iteration figures from the device into the history; a non-finite loss or
@@ -228,9 +267,12 @@ class _MetaRun:
         check_finite(self.params, "parameters after the Adam step", it, self.kept())
 
     def save(self, it: int) -> None:
-        """Checkpoint and weights after ``it`` iterations (atomic); non-finite values stop the training instead."""
+        """Checkpoint and weights after ``it`` iterations (atomic; rank 0); non-finite values stop the training."""
         self.flush()
         self.check_params(it)
+        if not self.dist.is_main:
+            self.saved = it
+            return
         o = self.o
         config = {"batch": o.batch, "lr": o.lr, "lr_decay": o.lr_decay, "decay_every": o.decay_every,
                   "seed": o.seed, "init": o.init, "clean_code": o.clean_code, "clip_grad_norm": o.clip_grad_norm,
@@ -254,15 +296,17 @@ class _MetaRun:
         window = float(np.mean([h["loss"] for h in recent]))
         if math.isfinite(window) and window < self.best.get("window_loss", math.inf):
             self.check_params(it)
-            save_weights_npz(self.params, self.best_path)
+            if self.dist.is_main:
+                save_weights_npz(self.params, self.best_path)
             self.best.update(iteration=it, window_loss=window, window=w)
 
     # ---------------------------------------------------------------------------------------- iterations
     def loss(self, robot: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         o = self.o
+        bm = (lambda t: self.dist.all_reduce_mean([t])[0]) if self.dist.enabled else None
         return meta_loss_tensors(self.params, self.clock, batch, robot=robot, detach_reset=o.detach_reset,
                                  trainee_noise=o.trainee_noise, voltage_reg=o.voltage_reg,
-                                 threshold_gradient=o.threshold_gradient)
+                                 threshold_gradient=o.threshold_gradient, batch_mean=bm)
 
     def capture(self, robot: str, b0: dict[str, torch.Tensor]) -> None:
         """Capture forward + backward of one iteration as a CUDA graph (after two warm-up iterations)."""
@@ -293,6 +337,13 @@ class _MetaRun:
             loss, figs = self.loss(robot, {k: v.to(self.dev) for k, v in b.items()})
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+        if self.dist.enabled:  # the mean over ranks of the shares' mean losses = the mean over all targets
+            grads = self.dist.all_reduce_mean([self.params[k].grad for k in PARAM_KEYS])
+            for k, g in zip(PARAM_KEYS, grads):
+                if g is not None:
+                    self.params[k].grad = g
+            vals = self.dist.all_reduce_mean([torch.stack([figs[k].detach().to(self.dtype) for k in META_FIGURES])])
+            figs = dict(zip(META_FIGURES, vals[0]))  # ("reg" is the whole batch's on every rank: its mean too)
         clip = self.o.clip_grad_norm
         gnorm = torch.nn.utils.clip_grad_norm_([self.params[k] for k in PARAM_KEYS],
                                                math.inf if clip is None else clip)
@@ -307,17 +358,22 @@ class _MetaRun:
                                         + [figs[k].detach().to(self.dtype) for k in META_FIGURES]
                                         + [gnorm.detach().to(self.dtype)]).clone())
 
+    def _out_of_time(self, t_start: float) -> bool:
+        """Rank 0's clock decides for every rank (they stop at the same iteration)."""
+        late = time.perf_counter() - t_start > self.o.time_limit_s
+        return bool(self.dist.broadcast_object(late)) if self.dist.enabled else late
+
     def train(self, t_start: float) -> int:
         """The loop from the start iteration to ``iterations`` (or the time limit); returns iterations done."""
         o, start, iterations = self.o, self.start, self.iterations
         nxt = self.draw(start) if start < iterations else None
         if o.cuda_graph and nxt is not None:
             self.capture(*nxt)
-        bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not o.progress,
-                   desc="meta-training", unit="it")
+        bar = tqdm(range(start, iterations), initial=start, total=iterations,
+                   disable=not (o.progress and self.dist.is_main), desc="meta-training", unit="it")
         it_done = start
         for it in bar:
-            if o.time_limit_s is not None and time.perf_counter() - t_start > o.time_limit_s:
+            if o.time_limit_s is not None and self._out_of_time(t_start):
                 break
             self.step(it, *nxt)
             it_done = it + 1
