@@ -91,6 +91,6 @@ def test_over_batch_gives_the_whole_batch_gradient_from_equal_shares():
     for s in shares:
         v = rate_regularization(torch.sigmoid(theta[s]), LSG, batch_mean=batch_mean)
         grads += torch.autograd.grad(v, theta)[0] / 2  # the gradient all-reduce: mean over ranks
-        values.append(float(v))
-    assert values[0] == values[1] == pytest.approx(float(whole), rel=1e-6)
+        values.append(v.item())
+    assert values[0] == values[1] == pytest.approx(whole.item(), rel=1e-6)
     torch.testing.assert_close(grads, g_whole, rtol=1e-5, atol=1e-9)
