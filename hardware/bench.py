@@ -13,6 +13,10 @@ Averaged over independent programmings (seeds).
 global drift compensation, one day after programming) against a bare ``torch`` matmul of the same shape,
 timed in turn in the same run, one thread each: the default eager pipeline and ``PCMConfig(compile=True)``
 (one fused ``torch.compile`` graph with counter-based noise; same physics, same statistics).
+
+(c) Layer speed (:func:`layer_speed_table`): ``PCMArray.matmul`` of a (batch x width) input on a width x width
+layer against a bare ``nn.Linear`` of the same shape, one thread, default periphery with global drift
+compensation one day after programming, read noise per time point and per MVM, eager (the default) and compiled.
 """
 from __future__ import annotations
 
@@ -88,6 +92,87 @@ def throughput_ratio(batch: int = 1024, size: int = 256, reps: int = 100, seed: 
     return {"eager_s": med["eager"], "compiled_s": med["compiled"], "bare_s": med["bare"],
             "ratio_eager": med["bare"] / med["eager"], "ratio_compiled": med["bare"] / med["compiled"],
             "reps": reps, "compile_s": compile_s, "compile_fallback": fallback}
+
+
+LAYER_WIDTHS = (256, 1024, 4096)
+LAYER_BATCHES = (1, 64, 1024)
+QUICK_WIDTHS, QUICK_BATCHES = (256, 1024), (1, 64)
+READ_NOISE = ("per_time", "per_mvm")
+
+
+def _median_times(fns: dict, reps: int) -> dict:
+    """Median wall time (s) of each callable, called in turn ``reps`` times (interleaved: drifts of the
+    machine's speed hit every contender alike)."""
+    times: dict = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def _layer_group(W: torch.Tensor, batches, reps: int | None, compiled: bool, seed: int, time_s: float) -> dict:
+    """{batch: {"bare": s, "per_time": s, "per_mvm": s}} for one width, eager or compiled contenders."""
+    linear = torch.nn.Linear(W.shape[0], W.shape[1])
+    with torch.no_grad():
+        linear.weight.copy_(W.T)
+    arrays, workspace = {}, None
+    for rn in READ_NOISE:
+        sub = PCMSubstrate(PCMConfig(drift_compensation="global", read_noise=rn, compile=compiled, seed=seed))
+        sub.workspace = workspace = workspace or sub.workspace  # one set of scratch tensors (memory)
+        arrays[rn] = sub.place("layer", W)
+        sub.elapse(time_s)
+    g = torch.Generator().manual_seed(seed + 1)
+    out = {}
+    with torch.no_grad():
+        for batch in batches:
+            x = torch.rand(batch, W.shape[0], generator=g) * 2 - 1
+            fns = {"bare": lambda: linear(x), **{rn: (lambda a=a: a.matmul(x)) for rn, a in arrays.items()}}
+            for fn in fns.values():  # warm-up: the time point's state (and compilation)
+                fn()
+            out[batch] = _median_times(fns, _reps(W.shape[0], batch, reps))
+    return out
+
+
+def _reps(width: int, batch: int, reps: int | None) -> int:
+    """``reps``, or 5 to 200 repetitions: about 4e9 multiply-accumulates of the bare layer."""
+    return reps or int(np.clip(4e9 / (width * width * batch), 5, 200))
+
+
+def layer_speed_table(widths=LAYER_WIDTHS, batches=LAYER_BATCHES, reps: int | None = None, compiled: bool = True,
+                      seed: int = 0, time_s: float = 86400.0) -> list[dict]:
+    """Speed of a simulated PCM layer against a bare ``nn.Linear`` of the same shape, one thread.
+
+    For each width (a width x width layer, N(0, 1/width) weights) and batch: the median time of
+    ``PCMArray.matmul`` (default periphery, ``drift_compensation="global"``, ``time_s`` after programming) with
+    ``read_noise="per_time"`` and ``"per_mvm"``, eager (the default) and, with ``compiled``, with
+    ``PCMConfig(compile=True)``, and of the bare layer. The contenders of one group (eager or compiled) and the
+    bare layer are timed in turn in the same loop, ``reps`` times (default: 5 to 200, fewer for larger layers);
+    ratio = bare time / simulated time. Returns one dict per (width, batch): {"width", "batch", "reps", "bare_s",
+    "per_time": {"s", "ratio"}, "per_mvm": {...}, and with ``compiled`` "per_time_compiled",
+    "per_mvm_compiled"}.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for width in widths:
+            W = torch.randn(width, width, generator=torch.Generator().manual_seed(seed)) / np.sqrt(width)
+            groups = {"": _layer_group(W, batches, reps, False, seed, time_s)}
+            if compiled:
+                groups["_compiled"] = _layer_group(W, batches, reps, True, seed, time_s)
+            for batch in batches:
+                eager = groups[""][batch]
+                row = {"width": width, "batch": batch, "bare_s": eager["bare"], "reps": _reps(width, batch, reps)}
+                for suffix, group in groups.items():
+                    for rn in READ_NOISE:
+                        t = group[batch]
+                        row[rn + suffix] = {"s": t[rn], "ratio": t["bare"] / t[rn]}
+                rows.append(row)
+    finally:
+        torch.set_num_threads(threads)
+    return rows
 
 
 def device_statistics(n_rows: int = 400, n_cols: int = 256, seed: int = 0) -> dict:

@@ -23,6 +23,11 @@ Per-MVM read noise is sampled exactly in output space: for one input vector the 
 extra matmul instead of drawing ``in x out`` numbers per input vector. (It omits the clip of the per-device
 read value at G >= 0, which only matters for devices with G close to 0, whose contribution is negligible.)
 
+What depends only on the time point -- drifted conductances (with ``read_noise="per_time"`` one noisy read),
+read-noise variances, the compensation scale, their copies in each compute dtype (:class:`~.periphery.MVMPlan`)
+-- is computed at the first MVM after time moves or devices are programmed, and cached; an MVM is then the
+matmul(s) of its row tiles, noise, ADC and output scale (:meth:`PCMArray._analog`).
+
 The parts live in their own modules: :mod:`~pcmeta.hardware.config` (:class:`PCMConfig`),
 :mod:`~pcmeta.hardware.devices` (device statistics, drift and read noise), :mod:`~pcmeta.hardware.mapping`
 (weights <-> conductances, quantization, update rounding, programming), :mod:`~pcmeta.hardware.periphery`
@@ -31,6 +36,7 @@ holds the array and the substrate that put them together.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -43,13 +49,16 @@ from .devices import (DEVICES, conductance_at, draw_programming, read_noise_std,
 from .energy import chip_totals, tile_counts
 from .mapping import (Polarity, normalise_weights, quantize_weights, reprogram_mask, resolve_w_max,
                       round_update, split_differential)
-from .periphery import (adc_max_code, analog_core, compiled_core, dac_levels, output_unit, tile_grid,
-                        to_row_tiles)
-from .rng import draw_key
+from .periphery import (MVMPlan, Workspace, compiled_core, dac_levels, finish_mvm, scale_inputs, tile_grid,
+                        tile_mvm)
+from .rng import counter_normals, draw_key
 from .substrate import (ArrayLike, Substrate, SynapticArray, all_finite, as_torch, check_input, check_update,
                         overflow_error, to_like)
 
 __all__ = ["PCMConfig", "PCMArray", "PCMSubstrate"]
+
+_CPU = torch.device("cpu")  # where the generator draws
+_STD_DTYPES = (torch.float32, torch.float64)
 
 
 # ------------------------------------------------------------------------------------------------ array
@@ -76,9 +85,11 @@ class PCMArray(SynapticArray):
         self._w_ideal = W if (isinstance(W, torch.Tensor) and W.requires_grad) else Wd
         self._target = w.clone()  # the programmed targets in units of w_max
         self._program(torch.ones_like(w, dtype=torch.bool), w)
+        # the per-sample input scaling's constants: DAC levels, DAC on, input width in whole row tiles
+        self._layout = (dac_levels(cfg.dac_bits), cfg.dac_bits is not None, self.tile_grid[0] * cfg.tile_rows)
+        self._counter_noise = cfg.noise_source == "counter"
         self._cache_time = None
         self._cache: dict = {}
-        self._noise_buf: torch.Tensor | None = None
         self._ref_cal = None
         if cfg.drift_compensation != "none":
             self._ref_cal = self._calibration_outputs()  # right after programming: the reference
@@ -104,7 +115,8 @@ class PCMArray(SynapticArray):
             parts.append(g_t)
             var = v if var is None else var + v
         # "sides": the drifted (G+, G-) without read noise, kept when they are that (no per-time noise sample)
-        self._cache = {"G": parts[0] - parts[1], "var": var, "typed": {}, "sides": None if per_time else parts}
+        # "ready": per (dtype, device, compensated) the MVMPlan, alpha in that dtype and max|alpha| (_prepare)
+        self._cache = {"G": parts[0] - parts[1], "var": var, "ready": {}, "sides": None if per_time else parts}
         self._cache_time = sub.time_s
         return self._cache
 
@@ -118,67 +130,115 @@ class PCMArray(SynapticArray):
                                              self.substrate.config.drift_compensation)
         return st["alpha"]
 
-    def _output_unit(self) -> float:
-        cfg = self.substrate.config
-        return output_unit(cfg.dac_bits, cfg.adc_bits, cfg.adc_bound)
-
-    def _typed(self, dtype: torch.dtype, device: torch.device):
-        """The cached conductance matrices (G, var) in the compute dtype/device, in row tiles, in output units
-        (one ADC step: 1/step folded into G, 1/step^2 into var)."""
+    def _prepare(self, dtype: torch.dtype, device: torch.device, compensate: bool) -> tuple:
+        """(MVMPlan, alpha in the compute dtype or None, max|alpha| (1.0 without)) at the current time, cached
+        until time moves or devices are programmed. May draw from the generator (per-time read noise, the
+        calibration MVMs of the compensation scale)."""
         st = self._state()
-        key = (dtype, str(device))
-        if key not in st["typed"]:
-            n_rt, rows = self.tile_grid[0], self.substrate.config.tile_rows
-            u = self._output_unit()
-            G = to_row_tiles((st["G"] / u).to(dtype=dtype, device=device), n_rt, rows).contiguous()
-            var = st["var"]
-            if var is not None:
-                var = to_row_tiles((var / u**2).to(dtype=dtype, device=device), n_rt, rows).contiguous()
-            st["typed"][key] = (G, var)
-        return st["typed"][key]
+        plans = st.setdefault("plans", {})
+        plan = plans.get((dtype, device))
+        if plan is None:
+            plan = plans[(dtype, device)] = MVMPlan(st["G"], st["var"], self.substrate.config, self.w_max, dtype,
+                                                    device)
+        alpha, amax = None, 1.0
+        if compensate and self._ref_cal is not None:
+            alpha = self._alpha().to(dtype=dtype, device=device)
+            amax = float(alpha.abs().max())
+        ready = self._cache["ready"][(dtype, device, compensate)] = (plan, alpha, amax)
+        return ready
+
+    def _snapshot(self) -> tuple:
+        """What an MVM or update may change before it is refused: the generator, the calibration count, whether
+        the time point's state and compensation scale were cached (drawn before, kept by :meth:`_rollback`)."""
+        sub: PCMSubstrate = self.substrate
+        cached = self._cache_time == sub.time_s and bool(self._cache)
+        return sub.generator.get_state(), self.calibration_mvms, cached, cached and "alpha" in self._cache
+
+    def _rollback(self, snap: tuple) -> None:
+        """Undo what a refused MVM or update drew since :meth:`_snapshot`."""
+        state, cal_mvms, cached, had_alpha = snap
+        self.substrate.generator.set_state(state)
+        self.calibration_mvms = cal_mvms
+        if not cached:
+            self._cache_time = None  # drawn with the generator's state just restored: draw it again
+        elif not had_alpha:
+            self._forget_alpha()
+
+    def _forget_alpha(self) -> None:
+        self._cache.pop("alpha", None)
+        self._cache["ready"] = {}
+
+    def _nonfinite_error(self) -> ValueError:
+        return ValueError(f"input to '{self.name}' contains NaN or inf; expected finite values")
 
     # ------------------------------------------------------------------------------------------ MVM
-    def _draw_noise(self, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device):
-        """The per-MVM noise: (standard normals (B, n_rt, out) or None, counter key or None)."""
-        sub: PCMSubstrate = self.substrate
-        if sub.config.noise_source == "counter":
-            return None, draw_key(sub.generator).to(device)
-        # randn into a buffer kept between calls of the same shape (a fresh 1 MB tensor per call costs page
-        # faults measured at ~10 % of a 1024 x 256 MVM on one CPU thread) + addcmul_ in the core
-        # (torch.normal(y, std) also checks std >= 0 with a full reduction: 1.25 ms against 0.9 ms)
-        buf = self._noise_buf
-        if buf is None or buf.shape != torch.Size(shape) or buf.dtype != dtype:
-            buf = self._noise_buf = torch.empty(shape, dtype=dtype)
-        noise = buf.normal_(generator=sub.generator)
-        return (noise.to(device) if noise.device != device else noise), None
-
-    def _analog(self, x: torch.Tensor, count_saturation: bool = True, alpha: torch.Tensor | None = None,
+    def _analog(self, x: torch.Tensor, count_saturation: bool = True, compensate: bool = False,
                 allow_compile: bool = True) -> torch.Tensor:
-        """The chip's MVM for a 2-D input (batch, in): returns (batch, out) in weight units.
+        """The chip's MVM for a 2-D input (batch >= 1, in): returns (batch, out) in weight units, drift-compensated
+        (digitally, after the ADC) if ``compensate``.
 
-        The pipeline is :func:`~pcmeta.hardware.periphery.analog_core` (compiled with ``PCMConfig.compile``
-        unless ``allow_compile`` is False: the few small float64 calibration MVMs run eagerly, with the same
-        numbers); this method draws its noise. ``alpha`` (drift compensation, (1,) or (out,)) is applied
-        digitally after the ADC.
+        Eager: :func:`~pcmeta.hardware.periphery.scale_inputs`, :func:`~.periphery.tile_mvm` and
+        :func:`~.periphery.finish_mvm` (the numbers of :func:`~.periphery.analog_core`); with ``PCMConfig.compile``
+        (unless ``allow_compile`` is False: the few small float64 calibration MVMs run eagerly)
+        :func:`~.periphery.compiled_core`. Refused inputs (NaN/inf, an overflowing result) raise ``ValueError``
+        and leave the generator and the array as they were.
         """
         sub: PCMSubstrate = self.substrate
-        cfg = sub.config
+        if sub.config.compile and allow_compile:
+            return self._analog_compiled(x, count_saturation, compensate)
         dtype, device = x.dtype, x.device
-        G, var = self._typed(dtype, device)
-        lv, u = dac_levels(cfg.dac_bits), self._output_unit()
-        on2 = (cfg.out_noise * lv / u) ** 2
-        noise = key = state = None
-        if var is not None or on2 > 0:
-            state = sub.generator.get_state()  # restored if the input is rejected
-            noise, key = self._draw_noise((x.shape[0], G.shape[0], G.shape[2]), dtype, device)
-        args = (x, G, var, noise, key, lv, cfg.dac_bits is not None, on2, adc_max_code(cfg.adc_bits),
-                self.w_max * u / lv, alpha.to(dtype=dtype, device=device) if alpha is not None else None)
-        y, sat, finite = compiled_core(*args) if cfg.compile and allow_compile else analog_core(*args)
+        key, snap = (dtype, device, compensate), None
+        ready = self._cache["ready"].get(key) if self._cache_time == sub.time_s and self._cache else None
+        if ready is None:  # a new time point (or dtype): check the input before anything is drawn
+            if not all_finite(x):
+                raise self._nonfinite_error()
+            snap = self._snapshot()
+            ready = self._prepare(dtype, device, compensate)
+        plan, alpha, amax = ready
+        ws = sub.workspace
+        scaled = scale_inputs(x, *self._layout, ws)
+        if scaled is None:
+            raise self._nonfinite_error()
+        xq, scale, smax = scaled
+        safe = plan.safe(smax, amax)  # else the result is checked, and the generator restored if it overflows
+        if not safe and snap is None:
+            snap = self._snapshot()
+        noise, noise_std = None, 1.0
+        if plan.var is not None or plan.on2 > 0:  # drawn as (B, n_rt, out), kept 2-D for one row tile
+            shape = (x.shape[0], plan.out_features) if plan.n_rt == 1 else (x.shape[0], plan.n_rt, plan.out_features)
+            if self._counter_noise:
+                noise = counter_normals(draw_key(sub.generator).to(device), shape, dtype)
+            else:  # output noise alone: its std drawn in (normal_() * std's numbers: 16 numbers on, float32/64)
+                std = (plan.noise_std if plan.var is None and math.prod(shape) >= 16 and dtype in _STD_DTYPES
+                       else 1.0)
+                noise = ws.get("noise", shape, dtype, _CPU).normal_(0.0, std, generator=sub.generator)
+                noise = noise.to(device) if device.type != "cpu" else noise
+                noise_std = std
+        y, v = tile_mvm(xq, plan, ws)
+        y, sat = finish_mvm(y, v, noise, plan, scale, alpha, noise_std)
+        if not safe and not all_finite(y):
+            self._rollback(snap)
+            raise overflow_error(self.name, y.dtype)
+        if count_saturation and sat is not None:
+            self.adc_saturations += int(sat)
+        return y
+
+    def _analog_compiled(self, x: torch.Tensor, count_saturation: bool, compensate: bool) -> torch.Tensor:
+        """:meth:`_analog` through :func:`~pcmeta.hardware.periphery.compiled_core` (counter-based noise; the
+        input is checked inside the graph, after the noise key is drawn: the generator is restored if it is
+        refused)."""
+        sub: PCMSubstrate = self.substrate
+        snap = self._snapshot()
+        ready = (self._cache["ready"].get((x.dtype, x.device, compensate))
+                 if self._cache_time == sub.time_s and self._cache else None)
+        plan, alpha, _ = ready or self._prepare(x.dtype, x.device, compensate)
+        key = draw_key(sub.generator).to(x.device) if plan.var is not None or plan.on2 > 0 else None
+        y, sat, finite = compiled_core(x, plan.G, plan.var, None, key, plan.lv, plan.dac, plan.on2, plan.adc_max,
+                                       plan.out_unit, alpha)
         if not bool(finite) or not all_finite(y):  # amax/amin of the DAC scale propagate NaN and inf
-            if state is not None:
-                sub.generator.set_state(state)
+            self._rollback(snap)
             if not bool(finite):
-                raise ValueError(f"input to '{self.name}' contains NaN or inf; expected finite values")
+                raise self._nonfinite_error()
             raise overflow_error(self.name, y.dtype)
         if count_saturation and sat is not None:
             self.adc_saturations += int(sat)
@@ -188,18 +248,17 @@ class PCMArray(SynapticArray):
         """``x @ W`` on the chip. Differentiable straight-through: forward = chip, backward = ideal W."""
         x = check_input(x, self.shape[0], self.name, check_finite=False)  # finiteness: from the DAC scale in _analog
         xt = as_torch(x)
-        lead = xt.shape[:-1]
-        x2 = xt.reshape(-1, self.shape[0])
-        with torch.no_grad():
-            if x2.shape[0] == 0:  # an empty batch: nothing to convert, no noise drawn
-                y = torch.zeros((0, self.shape[1]), dtype=x2.dtype, device=x2.device)
-            else:
-                y = self._analog(x2.detach(), alpha=self._alpha())
+        x2 = xt if xt.ndim == 2 else xt.reshape(-1, self.shape[0])
+        if x2.shape[0] == 0:  # an empty batch: nothing to convert, no noise drawn
+            y = torch.zeros((0, self.shape[1]), dtype=x2.dtype, device=x2.device)
+        else:  # no autograd graph: every tensor of the pipeline is detached
+            y = self._analog(x2.detach() if x2.requires_grad else x2, compensate=True)
         self._count(x)  # after _analog: a rejected input counts no MVM
-        if x2.requires_grad or (isinstance(self._w_ideal, torch.Tensor) and self._w_ideal.requires_grad):
+        if x2.requires_grad or self._w_ideal.requires_grad:
             y_ideal = x2 @ self._w_ideal.to(dtype=x2.dtype, device=x2.device)
             y = y_ideal + (y - y_ideal).detach()
-        y = y.reshape(*lead, self.shape[1])
+        if xt.ndim != 2:
+            y = y.reshape(*xt.shape[:-1], self.shape[1])
         return to_like(y, x)
 
     # ------------------------------------------------------------------------- drift compensation
@@ -250,9 +309,7 @@ class PCMArray(SynapticArray):
         cfg = sub.config
         frame = None  # the compensation scale when dW is given in the compensated frame
         # rolled back if dW is refused below: the generator (update rounding, a calibration for alpha) and alpha
-        state, cal_mvms = sub.generator.get_state(), self.calibration_mvms
-        cached = self._cache_time == sub.time_s and bool(self._cache)
-        had_alpha = cached and "alpha" in self._cache
+        snap = self._snapshot()
         wi = self._w_ideal
         with torch.no_grad():
             d = d.detach().to(torch.float64).cpu()
@@ -269,12 +326,7 @@ class PCMArray(SynapticArray):
                 error = overflow_error(self.name, wi.dtype, "the ideal weights W + dW",
                                        "weights that stay finite")
             if error is not None:
-                sub.generator.set_state(state)
-                self.calibration_mvms = cal_mvms
-                if not cached:
-                    self._cache_time = None  # drawn with the generator's state just restored: draw it again
-                elif not had_alpha:
-                    self._cache.pop("alpha", None)
+                self._rollback(snap)
                 raise error
             self._write(dq)
         self._w_ideal = wi + dq_w.to(dtype=wi.dtype, device=wi.device)
@@ -363,6 +415,7 @@ class PCMSubstrate(Substrate):
         self.config = cfg
         self.device = DEVICES[cfg.device]
         self.generator = torch.Generator().manual_seed(int(cfg.seed))
+        self.workspace = Workspace()  # the MVMs' scratch tensors, shared by the arrays (.clear() frees them)
 
     def place(self, name: str, W: ArrayLike) -> PCMArray:
         """Program ``W`` (in_features, out_features) into tiles at the current time."""

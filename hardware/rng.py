@@ -54,16 +54,20 @@ def splitmix64(key: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def counter_normals(key: torch.Tensor, shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard normal numbers of the given shape, a pure function of ``key`` (0-d int64 tensor)."""
+    """Standard normal numbers of the given shape, a pure function of ``key`` (0-d int64 tensor).
+
+    Computed in ``dtype``, float32 for the 16-bit float dtypes (rounded to ``dtype`` at the end): their
+    24-bit uniforms underflow in float16 (log(0): inf and NaN) and lose their resolution in bfloat16."""
     shape = torch.Size(shape)
     n = shape.numel()
     z = splitmix64(key, (n + 1) // 2)
+    ct = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     # bits 40..63 and 0..23 of each word: two independent 24-bit uniforms; u1 in (0, 1) keeps log finite
-    u1 = (_srl(z, 40).to(dtype) + 0.5) * (2.0 ** -24)
-    u2 = (z & 0xFFFFFF).to(dtype) * (_TWO_PI * 2.0 ** -24)
+    u1 = (_srl(z, 40).to(ct) + 0.5) * (2.0 ** -24)
+    u2 = (z & 0xFFFFFF).to(ct) * (_TWO_PI * 2.0 ** -24)
     r = torch.sqrt(-2.0 * torch.log(u1))
     out = torch.cat([r * torch.cos(u2), r * torch.sin(u2)])
-    return (out[:n] if out.numel() != n else out).reshape(shape)
+    return (out[:n] if out.numel() != n else out).reshape(shape).to(dtype)
 
 
 def draw_key(generator: torch.Generator) -> torch.Tensor:

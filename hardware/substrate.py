@@ -102,8 +102,7 @@ def check_input(x: ArrayLike, in_features: int, name: str, check_finite: bool = 
         elif x.dtype not in _TORCH_FLOATS:
             raise _refuse_dtype(x.dtype, name)
         shape = tuple(x.shape)
-        xd = x.detach()
-        finite = not check_finite or math.isfinite(xd.sum().item()) or bool(torch.isfinite(xd).all())
+        finite = not check_finite or all_finite(x)
     else:
         raise ValueError(f"input to '{name}' must be a numpy array or torch tensor, got {type(x).__name__}")
     if len(shape) < 1 or shape[-1] != in_features:
@@ -200,7 +199,7 @@ class SynapticArray(abc.ABC):
         return self.shape[1]
 
     def _count(self, x: ArrayLike) -> None:
-        n = int(np.prod(x.shape[:-1])) if len(x.shape) > 1 else 1
+        n = math.prod(x.shape[:-1])  # 1 for a 1-D x
         self.mvms += n
         self.macs += n * self.shape[0] * self.shape[1]
 
