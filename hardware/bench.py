@@ -5,8 +5,8 @@ crossbar over time, and matmul throughput.
 at 2.5 sigma and inputs uniform in [-1, 1], at 1 s, 1 h, 1 day, 1 month and 1 year after programming, with
 and without global drift compensation. Settings matched to IBM aihwkit's torch inference tile
 (``InferenceRPUConfig`` defaults with ``PCMLikeNoiseModel`` and ``GlobalDriftCompensation``): weights mapped
-with max|W| -> g_max = 25 uS, read noise drawn once per time point (``read_noise="per_time"``), 8-bit DAC
-(aihwkit inp_res 1/126), 9-bit ADC over +-12 (out_res 1/510, out_bound 12), output noise 0.06.
+with max|W| -> g_max = 25 uS, read noise drawn once per time point (``read_noise="per_time"``), 7-bit DAC
+(aihwkit inp_res 1/126 on [-1, 1]: 63 levels per sign), 9-bit ADC over +-12 (out_res 1/510, out_bound 12), output noise 0.06.
 Averaged over independent programmings (seeds).
 
 (b) Throughput of ``PCMSubstrate`` matmul (batch 1024, 256 x 256, every effect on, per-MVM read noise,
@@ -30,7 +30,7 @@ from .times import TIMES as NAMED_TIMES
 
 TIMES = {k: NAMED_TIMES[k] for k in ("1s", "1h", "1d", "1mo", "1y")}
 
-AIHWKIT_LIKE = dict(read_noise="per_time", dac_bits=8, adc_bits=9, adc_bound=12.0, out_noise=0.06)
+AIHWKIT_LIKE = dict(read_noise="per_time", dac_bits=7, adc_bits=9, adc_bound=12.0, out_noise=0.06)
 
 
 def mvm_error_vs_time(n_seeds: int = 5, batch: int = 256, size: int = 256, seed: int = 0) -> dict:

@@ -94,3 +94,28 @@ def test_over_batch_gives_the_whole_batch_gradient_from_equal_shares():
         values.append(v.item())
     assert values[0] == values[1] == pytest.approx(whole.item(), rel=1e-6)
     torch.testing.assert_close(grads, g_whole, rtol=1e-5, atol=1e-9)
+
+
+def test_two_local_nodes_are_one_run(tmp_path):
+    """torchrun --nnodes 2 (two "machines" on this one, one process each) = one machine with 2 processes."""
+    port = _free_port()
+    args = ["-m", "pcmeta", "arm", "train", "--iterations", "2", "--batch", "2", "--checkpoint-every", "1",
+            "--seed", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(r),
+                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               *args, "--out", str(tmp_path / "two")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=300) + (p.returncode,) for p in nodes]
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                p.kill()
+    assert all(rc == 0 for *_, rc in outs), outs
+    assert "data-parallel: 2 processes" in outs[0][0]
+    eprop.meta_train(tmp_path / "one", 2, batch=2, seed=1, checkpoint_every=1, progress=False)
+    (pd, _, it), (p1, _, _) = _params(tmp_path / "two"), _params(tmp_path / "one")
+    assert it == 2
+    for k in PARAM_KEYS:
+        torch.testing.assert_close(pd[k], p1[k], rtol=1e-4, atol=1e-5 * float(p1[k].abs().max()), msg=k)
