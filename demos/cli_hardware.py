@@ -35,7 +35,7 @@ def _print_device_statistics(stats: dict) -> None:
 def _print_mvm_error(err: dict, times) -> None:
     ref = AIHWKIT_MVM_ERROR
     print("(a) relative MVM error ||y - y_ideal|| / ||y_ideal||, 256x256, N(0,1) weights clipped at 2.5 sigma,")
-    print("    inputs U(-1,1), aihwkit-like periphery (per-time read noise, 8-bit DAC, 9-bit ADC, out noise 0.06),")
+    print("    inputs U(-1,1), aihwkit-like periphery (per-time read noise, 7-bit DAC, 9-bit ADC, out noise 0.06),")
     print("    mean of 5 programmings")
     print(f"    {'time':>5} | {'global comp.':>12} | {'aihwkit':>7} | {'no comp.':>9} | {'aihwkit':>7}")
     for k in times:
