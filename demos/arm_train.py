@@ -44,6 +44,7 @@ def run_train(args: argparse.Namespace) -> int:
                                readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
                                trainee_noise=args.trainee_noise, voltage_reg=args.voltage_reg,
                                threshold_gradient=args.threshold_gradient, best_window=args.best_window,
+                               slim_checkpoint=args.slim_checkpoint,
                                cuda_graph=False if args.no_cuda_graph else None,
                                time_limit_s=None if args.max_minutes is None else 60.0 * args.max_minutes)
     finally:

@@ -100,6 +100,9 @@ def _register_train(groups) -> None:
     t.add_argument("--best-window", type=int, default=25,
                    help="write OUT/best.npz whenever the mean loss of the last N iterations is the lowest so far "
                         "(default 25)")
+    t.add_argument("--slim-checkpoint", action="store_true",
+                   help="keep only the last --best-window iterations of the history in checkpoint.pt (small files "
+                        "for long runs); the whole curve is in the run folder's history.csv either way")
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much wall time (a checkpoint is written; --resume goes on)")
     t.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads, >= 1 (default 1)")

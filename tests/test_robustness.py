@@ -91,11 +91,11 @@ def test_arm_train_refuses_a_folder_holding_a_run_unless_resume_or_overwrite(tmp
     assert cli(["arm", "train", "--out", out, *ARM], capsys)[0] == 0
     before = files_of(out)
     rc, _, err = cli(["arm", "train", "--out", out, *ARM], capsys)
-    assert rc == 2 and f"{out} holds a run (checkpoint.pt, weights.npz): pass --resume" in err
+    assert rc == 2 and f"{out} holds a run (checkpoint.pt, weights.npz, history.csv): pass --resume" in err
     assert err.count("\n") == 1 and files_of(out) == before  # one line, nothing touched
     # --overwrite deletes the run's own files (and says so), then starts again: the same run, the same bytes
     assert run_arm(["--out", out, *ARM], overwrite=True) == 0
-    assert "--overwrite: deleted the previous run's checkpoint.pt, weights.npz" in capsys.readouterr().err
+    assert "--overwrite: deleted the previous run's checkpoint.pt, weights.npz, history.csv" in capsys.readouterr().err
     assert files_of(out)["weights.npz"] == before["weights.npz"]
     # ... but never files it did not write
     (out / "notes.txt").write_text("mine")

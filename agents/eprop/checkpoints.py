@@ -1,7 +1,9 @@
-"""Meta-training run folders: the atomic checkpoint (``checkpoint.pt``), its parameters, and a summary of a
-run (options, losses over windows, gradient norms, firing health)."""
+"""Meta-training run folders: the atomic checkpoint (``checkpoint.pt``), its parameters, the per-iteration log
+(``history.csv``), and a summary of a run (options, losses over windows, gradient norms, firing health)."""
 from __future__ import annotations
 
+import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -9,19 +11,58 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcmeta.files import load_checkpoint, save_torch
+from pcmeta.files import atomic_write, load_checkpoint, save_torch
 from pcmeta.tasks import trajectories as traj
 
 from .config import PARAM_KEYS
 from .evaluation import firing_stats
 
-__all__ = ["atomic_save", "read_checkpoint", "load_checkpoint_params", "run_summary"]
+__all__ = ["atomic_save", "read_checkpoint", "load_checkpoint_params", "run_summary", "append_history",
+           "read_history", "trim_history"]
 
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically through a uniquely named temporary file (:mod:`pcmeta.files`), so
     that a crash never leaves half a checkpoint and two writers never share a temporary file."""
     save_torch(path, obj)
+
+
+def append_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append per-iteration figures to the run's CSV log (header written with the first rows)."""
+    if not rows:
+        return
+    keys = ["iteration", *sorted(k for k in rows[0] if k != "iteration")]
+    new = not path.is_file() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The rows of a run's CSV log (iteration as int, figures as float); a cut last line is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            try:
+                rows.append({k: (int(v) if k == "iteration" else float(v)) for k, v in r.items()})
+            except (TypeError, ValueError):
+                continue  # a line cut by a kill while it was written
+    return rows
+
+
+def trim_history(path: Path, before: int) -> None:
+    """Keep the log's rows of iterations < ``before`` (a resumed run drops what came after its checkpoint)."""
+    rows = [r for r in read_history(path) if r["iteration"] < before]
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -50,7 +91,7 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     ``n_targets`` fixed targets (seed 0), and the per-iteration curves (``curve``: loss, grad_norm)."""
     p = Path(run_dir) / "checkpoint.pt"
     ck = load_checkpoint(p, "arm checkpoint", required=("params", "history"))
-    h = ck["history"]
+    h = read_history(Path(run_dir) / "history.csv") or ck["history"]  # the log: complete also for slim checkpoints
     loss = np.array([x["loss"] for x in h], dtype=float)
     gn = [x["grad_norm"] for x in h if "grad_norm" in x and math.isfinite(x["grad_norm"])]
     windows = {f"{k}-{k + window}": float(loss[k:k + window].mean()) for k in range(0, len(loss) - window + 1, window)}

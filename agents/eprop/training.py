@@ -21,7 +21,7 @@ from pcmeta.files import load_checkpoint
 from pcmeta.runs import check_checkpoint_finite, check_finite, check_settings, kept_checkpoint, open_run
 from pcmeta.tasks import trajectories as traj
 
-from .checkpoints import atomic_save
+from .checkpoints import append_history, atomic_save, trim_history
 from .config import PARAM_KEYS, TRAINEE_NOISE
 from .episode import target_tensors
 from .losses import META_FIGURES, meta_loss_tensors
@@ -30,7 +30,7 @@ from .weights import init_params, load_weights, save_weights_npz
 __all__ = ["MetaTrainOptions", "meta_train", "READOUT_LR_FACTOR", "RUN_FILES", "RUN_SETTINGS"]
 
 #: A meta-training run's own files in its folder (what ``overwrite`` deletes, what makes a folder "hold a run").
-RUN_FILES = ("checkpoint.pt", "weights.npz", "best.npz")
+RUN_FILES = ("checkpoint.pt", "weights.npz", "best.npz", "history.csv")
 #: Temporary files of killed writers that do not go through :mod:`pcmeta.files` (removed on start).
 _OLD_TEMPORARIES = ("weights.npz.tmp.npz", "best.npz.tmp.npz")
 #: The options a resumed run must keep (the checkpoint's ``config``); the others (iterations, checkpoint_every,
@@ -102,6 +102,10 @@ class MetaTrainOptions:
             (each on fresh targets, so an unbiased estimate) is compared with the best so far; when it is lower,
             the current weights are written to ``best.npz`` (the checkpoint records its iteration and loss as
             ``best``). Runs that later degrade keep their best weights.
+        slim_checkpoint: the checkpoint keeps only the last ``best_window`` iterations of the history (parameters,
+            optimizer and schedule in full): small files for long runs, e.g. to copy off a remote GPU machine.
+            The whole curve is in the run's ``history.csv`` either way (appended at every checkpoint; a resumed
+            run drops the rows written after its checkpoint).
 
     Runs from before an option ran with its old behaviour (detach_reset and threshold_gradient True); resuming
     one asks for those values. The run folder is locked while the training runs (a second process is refused),
@@ -130,6 +134,7 @@ class MetaTrainOptions:
     voltage_reg: float = 0.0
     threshold_gradient: bool = False
     best_window: int = 25
+    slim_checkpoint: bool = False
     overwrite: bool = False
     allow_changed_settings: bool = False
 
@@ -177,6 +182,7 @@ class _MetaRun:
         self.dist = dist or DistContext()
         self.iterations = iterations
         self.ck_path, self.w_path, self.best_path = out / "checkpoint.pt", out / "weights.npz", out / "best.npz"
+        self.csv_path = out / "history.csv"
         if not (isinstance(o.best_window, int) and o.best_window >= 1):
             raise ValueError(f"best_window must be a positive integer, got {o.best_window!r}")
         self.dev = torch.device(o.device)
@@ -189,6 +195,9 @@ class _MetaRun:
         ck = self._start(o)
         self.best = dict(ck.get("best", {})) if ck is not None else {}
         self.resumed = self.saved = self.start if ck is not None else None  # iteration of the last checkpoint
+        self.logged = self.start  # iterations in history.csv
+        if self.dist.is_main:
+            trim_history(self.csv_path, self.start)
         changes = _resolve_options(o, ck, self.ck_path)
         self.setting_changes = list(ck.get("setting_changes", [])) if ck is not None else []
         if changes:
@@ -279,9 +288,12 @@ class _MetaRun:
                   "readout_lr_factor": o.readout_lr_factor, "detach_reset": o.detach_reset,
                   "trainee_noise": o.trainee_noise, "voltage_reg": o.voltage_reg,
                   "threshold_gradient": o.threshold_gradient}
+        append_history(self.csv_path, [h for h in self.history if h["iteration"] >= self.logged])
+        self.logged = it
+        history = self.history[-o.best_window:] if o.slim_checkpoint else self.history
         atomic_save({"params": {k: v.detach().cpu() for k, v in self.params.items()},
                      "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "iteration": it,
-                     "history": self.history, "config": config, "best": self.best,
+                     "history": history, "config": config, "best": self.best,
                      "setting_changes": self.setting_changes}, self.ck_path)
         save_weights_npz(self.params, self.w_path)
         self.saved = it

@@ -199,3 +199,26 @@ def test_arm_runs_summarises_meta_training_runs(tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())["runs"][0]["iterations"] == 4
     with pytest.raises(FileNotFoundError):
         eprop.run_summary(tmp_path / "missing")
+
+
+def test_slim_checkpoint_keeps_the_tail_and_the_csv_log_the_whole_curve(tmp_path):
+    from pcmeta.agents.eprop.checkpoints import read_history
+
+    run = tmp_path / "slim"
+    eprop.meta_train(run, 4, batch=1, checkpoint_every=2, seed=1, progress=False, slim_checkpoint=True,
+                     best_window=2)
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert [h["iteration"] for h in ck["history"]] == [2, 3]
+    # a line cut by a kill after the checkpoint, then a resume: the log keeps exactly iterations 0..5
+    with open(run / "history.csv", "a") as f:
+        f.write("4,0.5,0.1")
+    res = eprop.meta_train(run, 6, batch=1, checkpoint_every=2, seed=1, progress=False, slim_checkpoint=True,
+                           best_window=2, resume=True)
+    assert res["resumed"] == 4
+    rows = read_history(run / "history.csv")
+    assert [r["iteration"] for r in rows] == list(range(6)) and all(r["loss"] > 0 for r in rows)
+    full = tmp_path / "full"
+    eprop.meta_train(full, 6, batch=1, checkpoint_every=2, seed=1, progress=False, best_window=2)
+    ref = torch.load(full / "checkpoint.pt", weights_only=False)["history"]
+    assert [r["loss"] for r in rows] == pytest.approx([h["loss"] for h in ref], rel=1e-6)
+    assert eprop.run_summary(run, window=2)["loss_windows"] == eprop.run_summary(full, window=2)["loss_windows"]
