@@ -12,11 +12,14 @@ Registration is cheap; torch and the data are loaded inside the handlers.
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 from pcmeta.demos.options import command_line, int_list, int_range, nonneg_int, positive_int, write_result
+from pcmeta.files import write_json
 from pcmeta.hardware.times import TIMES
 
 #: Digital baseline for the energy comparison (assumptions, order of magnitude): an 8-bit MAC including
@@ -239,8 +242,21 @@ def _sweep_rows(args, model, pool, tasks: int, cmd: str) -> list[dict]:
             for label, m in (("software-only meta-training", model), ("noise-aware meta-training", na)):
                 pts.append(Point("noise_aware", "time since programming (s)", TIMES[tname], label,
                                  chip(TIMES[tname]), model=m))
-    rows = []
-    for pt in tqdm(pts, desc="sweep", unit="point"):
+    # points are independent jobs: each one's rows go to points/<i>.json (a restart skips those there); under
+    # torchrun (RANK / WORLD_SIZE) rank r runs the points i with i % WORLD_SIZE == r, and rank 0 gathers them
+    done_dir = Path(args.out) / "points"
+    done_dir.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in ("out", "func", "argv", "json",
+                                                                             "_group_parser")}
+    stamp = done_dir / "settings.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != settings:
+        raise ValueError(f"{done_dir} holds sweep points made with other settings; use another --out or delete "
+                         f"that folder")
+    write_json(stamp, settings)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    mine = [i for i in range(len(pts)) if i % world == rank and not (done_dir / f"{i}.json").is_file()]
+    for i in tqdm(mine, desc="sweep", unit="point", disable=rank != 0):
+        pt = pts[i]
         r = evaluate_on_chip(pt.model or model, _sampler(pool, args, 5, args.seed), tasks, pt.deployment,
                              seed=args.seed, steps=pt.steps, readapt=pt.readapt)
         if pt.group == "steps":  # one row per number of steps
@@ -248,10 +264,20 @@ def _sweep_rows(args, model, pool, tasks: int, cmd: str) -> list[dict]:
             accs = [mean_ci95(r["acc_steps"][:, s]) for s in xs]
         else:
             xs, accs = [pt.x], [(r["mean"], r["ci95"])]
-        for x, (acc, ci) in zip(xs, accs):
-            rows.append(dict(group=pt.group, x_label=pt.x_label, x=x, condition=pt.condition, accuracy=acc,
-                             ci95=ci, tasks=tasks, deployment=pt.deployment.to_json(), command=cmd))
-    return rows
+        write_json(done_dir / f"{i}.json", [dict(group=pt.group, x_label=pt.x_label, x=x, condition=pt.condition,
+                                                 accuracy=acc, ci95=ci, tasks=tasks,
+                                                 deployment=pt.deployment.to_json(), command=cmd)
+                                            for x, (acc, ci) in zip(xs, accs)])
+    if world > 1:
+        from pcmeta.agents import distributed
+
+        distributed.from_env().barrier()
+        if rank != 0:
+            return []
+    missing = [i for i in range(len(pts)) if not (done_dir / f"{i}.json").is_file()]
+    if missing:
+        raise RuntimeError(f"sweep points {missing} have no result in {done_dir}")
+    return [row for i in range(len(pts)) for row in json.loads((done_dir / f"{i}.json").read_text())]
 
 
 def _sweep(args) -> int:
@@ -266,6 +292,8 @@ def _sweep(args) -> int:
     cmd = command_line(args)
     t0 = time.time()
     rows = _sweep_rows(args, model, pool, tasks, cmd)
+    if not rows:  # a torchrun rank other than 0: rank 0 writes the results
+        return 0
     fields = ["group", "x_label", "x", "condition", "accuracy", "ci95", "tasks", "deployment", "command"]
     with open(out / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
-
+import os
 
 from pcmeta.demos.cli import main
 from pcmeta.hardware import Deployment
@@ -107,7 +107,7 @@ def test_compare_table_is_deterministic_and_records_deployments(tmp_path, omnigl
     assert json.loads((other / "compare.json").read_text())["rows"] != rows[0]
 
 
-def test_sweep_quick_writes_csv_plots_and_table(tmp_path, omniglot_dir):
+def test_sweep_quick_writes_csv_plots_and_table(tmp_path, omniglot_dir, capsys):
     out = tmp_path / "sweep"
     rc = main(["omniglot", "sweep", "--quick", "--tasks", "3", "--data-dir", str(omniglot_dir), "--out", str(out)])
     assert rc == 0
@@ -126,3 +126,28 @@ def test_sweep_quick_writes_csv_plots_and_table(tmp_path, omniglot_dir):
     assert cost["pcm"]["inference"]["macs"] > 0 and cost["pcm"]["inference"]["programming_events"] == 0
     assert cost["digital_baseline"]["inference"]["energy_J"] > 0 and cost["deployment"]["name"] == "paper"
     assert "| time |" in (out / "sweep.md").read_text()
+    # the points are independent jobs: a rerun skips those done; two workers write the serial result
+    n_points = len(list((out / "points").glob("[0-9]*.json")))
+    (out / "points" / "0.json").unlink()
+    assert main(["omniglot", "sweep", "--quick", "--tasks", "3", "--data-dir", str(omniglot_dir), "--out",
+                 str(out)]) == 0
+    assert list(csv.DictReader(open(out / "sweep.csv"))) == rows and len(list((out / "points").glob("[0-9]*.json"))) \
+        == n_points
+    assert main(["omniglot", "sweep", "--quick", "--tasks", "2", "--data-dir", str(omniglot_dir), "--out",
+                 str(out)]) == 2
+    assert "holds sweep points made with other settings" in capsys.readouterr().err
+
+
+def test_sweep_points_shared_by_two_torchrun_workers(tmp_path, omniglot_dir):
+    import subprocess
+    import sys
+
+    serial, shared = tmp_path / "serial", tmp_path / "shared"
+    args = ["omniglot", "sweep", "--quick", "--tasks", "2", "--data-dir", str(omniglot_dir)]
+    assert main([*args, "--out", str(serial)]) == 0
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "pcmeta", *args, "--out", str(shared)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    strip = lambda p: [{k: v for k, v in r.items() if k != "command"} for r in csv.DictReader(open(p))]  # noqa: E731
+    assert strip(shared / "sweep.csv") == strip(serial / "sweep.csv")
