@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pcmeta.hardware import Deployment
+from pcmeta.hardware import Deployment, SoftwareArray
 from pcmeta.hardware.times import parse_time
 from pcmeta.tasks.benchmarks import Benchmark, get_benchmark
 
@@ -101,7 +101,11 @@ class _Recorded(Deployment):
         return sub
 
     def live(self) -> list:
-        return [s for s in (r() for r in self.__dict__.get("_built", [])) if s is not None]
+        """The built substrates still in use (references to freed ones are dropped: one chip per task adds up)."""
+        pairs = [(r, r()) for r in self.__dict__.get("_built", [])]
+        pairs = [(r, sub) for r, sub in pairs if sub is not None]
+        self.__dict__["_built"] = [r for r, _ in pairs]
+        return [sub for _, sub in pairs]
 
 
 def _totals(sub: Any) -> dict[str, float]:
@@ -110,7 +114,7 @@ def _totals(sub: Any) -> dict[str, float]:
     for key in ("energy_J", "latency_s"):
         out[key] = float(rep[key]["total"]) if isinstance(rep.get(key), dict) else 0.0
     weights = sum(int(np.prod(a.shape)) for a in sub.arrays.values())
-    on_chip = sum(int(np.prod(a.shape)) for a in sub.arrays.values() if type(a).__name__ != "SoftwareArray")
+    on_chip = sum(int(np.prod(a.shape)) for a in sub.arrays.values() if not isinstance(a, SoftwareArray))
     out.update(weights=float(weights), devices=float(2 * on_chip), tiles=float(rep.get("tiles", 0)))
     return out
 
@@ -180,7 +184,8 @@ def run(agent: Any, benchmark: str | Benchmark, deployment: Any = "software", *,
         "n_failed": len(res.failures), "failures": _failure_summary(res.failures),
         "cost": {"adapt": _mean_of(ok, "adapt_"), "predict": _mean_of(ok, "predict_")},
         "footprint": _mean_of(ok, "footprint_"), "activity": _mean_of(ok, "activity_"),
-        "secondary": secondary, "values": [r[res.metric] for r in ok], "task_s": _mean_of(ok, "task_s").get("", 0.0),
+        "secondary": secondary, "values": [r[res.metric] for r in ok],
+        "task_s": float(np.mean([r["task_s"] for r in ok])) if ok else 0.0,
         "wall_s": res.wall_s, "deployment_config": dep.to_dict(), "version": __version__,
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "python",
     }

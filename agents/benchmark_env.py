@@ -63,10 +63,9 @@ def _omniglot_episodes(policy: Any, bench: Benchmark, tasks: list, data_dir: Any
     try:
         for task in tasks:
             obs, info = env.reset(options={"task": task.spec})
-            rewards, done = [], False
+            done = False
             while not done:
-                obs, r, term, trunc, info = env.step(act(obs))
-                rewards.append(float(r))
+                obs, _, term, trunc, info = env.step(act(obs))
                 done = term or trunc
             rows.append({"accuracy": float(info["accuracy"])})
     finally:

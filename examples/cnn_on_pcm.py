@@ -256,6 +256,63 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def train_models(args: argparse.Namespace, hw, cfg, xtr, ytr) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+    """The float training, then the two matched fine-tunings (plain, hwa); each loaded from --out when there."""
+    task_meta = {"classes": args.classes, "train_drawings": N_TRAIN_DRAWINGS, "seed": args.seed}
+
+    def make_base():
+        torch.manual_seed(args.seed)
+        return LeNet(args.classes)
+
+    base_meta = {**task_meta, "epochs": args.epochs}
+    base, base_info = train_or_load(args.out / "base.pt", make_base, base_meta,
+                                    lambda m: train(m, xtr, ytr, args.epochs, 1e-3, args.seed, log="float"))
+    # the two fine-tunings see the same batches and shifts (same seed): they differ only in the chip noise
+    ft_meta = {**base_meta, "finetune_epochs": args.hwa_epochs}
+    plain, plain_info = train_or_load(
+        args.out / "plain.pt", lambda: copy.deepcopy(base), ft_meta,
+        lambda m: train(m, xtr, ytr, args.hwa_epochs, FINETUNE_LR, args.seed + 1, log="plain fine-tuning"))
+    hwa, hwa_info = train_or_load(
+        args.out / "hwa.pt", lambda: hw.noise_aware(base, cfg, seed=args.seed, noise_scale=args.hwa_noise_scale),
+        {**ft_meta, "hwa_noise_scale": args.hwa_noise_scale, "hwa_version": 2},
+        lambda m: train(m, xtr, ytr, args.hwa_epochs, FINETUNE_LR, args.seed + 1, log="hwa fine-tuning"))
+    return {"plain": plain, "hwa": hwa}, {"float": base_info, "plain": plain_info, "hwa": hwa_info}
+
+
+def accuracy_rows(hw, cfg, models: dict[str, nn.Module], time_names, seeds: int, xte, yte) -> list[dict]:
+    """Float accuracy and chip accuracy (mean, 95 % CI over ``seeds`` chips) per model, compensation and time."""
+    times_s = [TIMES[n] for n in time_names]
+    rows: list[dict] = []
+    for name, model in models.items():
+        ref = accuracy(model, xte, yte)
+        for t, tn in zip(times_s, time_names):
+            rows.append(dict(model=name, time_s=t, time=tn, compensation="float", accuracy=ref, ci95=float("nan"),
+                             n_seeds=1))
+        for comp in COMPENSATIONS:
+            t0 = time.perf_counter()
+            acc = chip_accuracy(hw, model, cfg.replace(drift_compensation=comp), times_s, seeds, xte, yte)
+            print(f"  {name}, compensation {comp}: {seeds} chips x {len(times_s)} times in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            for j, (t, tn) in enumerate(zip(times_s, time_names)):
+                m, ci = mean_ci95(acc[:, j])
+                rows.append(dict(model=name, time_s=t, time=tn, compensation=comp, accuracy=m, ci95=ci,
+                                 n_seeds=seeds))
+    return rows
+
+
+def print_table(rows: list[dict], time_names, n_test: int, seeds: int) -> None:
+    print(f"\ntest accuracy (%), {n_test} test images; chip: mean +- 95 % CI over {seeds} seeds")
+    head = f"{'model':6s} {'compensation':12s} " + " ".join(f"{n:>13s}" for n in time_names)
+    print(head)
+    print("-" * len(head))
+    for name in ("plain", "hwa"):
+        for comp in ("float",) + COMPENSATIONS:
+            r = [row for row in rows if row["model"] == name and row["compensation"] == comp]
+            cells = [f"{100 * row['accuracy']:6.1f}" + ("" if math.isnan(row["ci95"]) else
+                                                         f" +-{100 * row['ci95']:4.1f}") for row in r]
+            print(f"{name:6s} {comp:12s} " + " ".join(f"{c:>13s}" for c in cells))
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -264,46 +321,11 @@ def main(argv=None) -> list[dict]:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     time_names = QUICK_TIMES if args.quick else FULL_TIMES
-    times_s = [TIMES[n] for n in time_names]
     xtr, ytr, xte, yte = load_task(args.classes, args.data_dir)
     print(f"task: {args.classes} Omniglot background characters, {len(xtr)} training / {len(xte)} test images")
     cfg = hw.PCMConfig(drift_compensation="global")
-
-    task_meta = {"classes": args.classes, "train_drawings": N_TRAIN_DRAWINGS, "seed": args.seed}
-
-    def make_base():
-        torch.manual_seed(args.seed)
-        return LeNet(args.classes)
-
-    base_meta = {**task_meta, "epochs": args.epochs}
-    base, base_info = train_or_load(out / "base.pt", make_base, base_meta,
-                                    lambda m: train(m, xtr, ytr, args.epochs, 1e-3, args.seed, log="float"))
-    # the two fine-tunings see the same batches and shifts (same seed): they differ only in the chip noise
-    ft_meta = {**base_meta, "finetune_epochs": args.hwa_epochs}
-    plain, plain_info = train_or_load(
-        out / "plain.pt", lambda: copy.deepcopy(base), ft_meta,
-        lambda m: train(m, xtr, ytr, args.hwa_epochs, FINETUNE_LR, args.seed + 1, log="plain fine-tuning"))
-    hwa, hwa_info = train_or_load(
-        out / "hwa.pt", lambda: hw.noise_aware(base, cfg, seed=args.seed, noise_scale=args.hwa_noise_scale),
-        {**ft_meta, "hwa_noise_scale": args.hwa_noise_scale, "hwa_version": 2},
-        lambda m: train(m, xtr, ytr, args.hwa_epochs, FINETUNE_LR, args.seed + 1, log="hwa fine-tuning"))
-
-    rows: list[dict] = []
-    n_t = len(times_s)
-    for name, model in (("plain", plain), ("hwa", hwa)):
-        ref = accuracy(model, xte, yte)
-        for t, tn in zip(times_s, time_names):
-            rows.append(dict(model=name, time_s=t, time=tn, compensation="float", accuracy=ref, ci95=float("nan"),
-                             n_seeds=1))
-        for comp in COMPENSATIONS:
-            t0 = time.perf_counter()
-            acc = chip_accuracy(hw, model, cfg.replace(drift_compensation=comp), times_s, args.seeds, xte, yte)
-            print(f"  {name}, compensation {comp}: {args.seeds} chips x {n_t} times in "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
-            for j, (t, tn) in enumerate(zip(times_s, time_names)):
-                m, ci = mean_ci95(acc[:, j])
-                rows.append(dict(model=name, time_s=t, time=tn, compensation=comp, accuracy=m, ci95=ci,
-                                 n_seeds=args.seeds))
+    models, info = train_models(args, hw, cfg, xtr, ytr)
+    rows = accuracy_rows(hw, cfg, models, time_names, args.seeds, xte, yte)
 
     with open(out / "accuracy.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["model", "time_s", "time", "compensation", "accuracy", "ci95", "n_seeds"])
@@ -314,31 +336,20 @@ def main(argv=None) -> list[dict]:
          f"LeNet, {args.classes}-way Omniglot on simulated PCM ({args.seeds} chip seeds, mean +- 95 % CI)")
 
     # end-to-end inference time of the converted CNN vs the float CNN on the test batch
-    chip = hw.convert(plain, cfg, seed=0)
+    chip = hw.convert(models["plain"], cfg, seed=0)
     chip.eval()
     repeats = 3 if args.quick else 10
-    t_float, t_chip = time_inference({"float": plain, "chip": chip}, xte, repeats).values()
+    t_float, t_chip = time_inference({"float": models["plain"], "chip": chip}, xte, repeats).values()
     timing = {"batch": len(xte), "float_s": t_float, "chip_s": t_chip, "ratio": t_chip / t_float,
-              "threads": torch.get_num_threads(), "repeats": repeats,
-              "train_float_s": base_info["train_s"], "finetune_plain_s": plain_info["train_s"],
-              "finetune_hwa_s": hwa_info["train_s"]}
+              "threads": torch.get_num_threads(), "repeats": repeats, "train_float_s": info["float"]["train_s"],
+              "finetune_plain_s": info["plain"]["train_s"], "finetune_hwa_s": info["hwa"]["train_s"]}
     (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
 
-    # the table
-    print(f"\ntest accuracy (%), {len(xte)} test images; chip: mean +- 95 % CI over {args.seeds} seeds")
-    head = f"{'model':6s} {'compensation':12s} " + " ".join(f"{n:>13s}" for n in time_names)
-    print(head)
-    print("-" * len(head))
-    for name in ("plain", "hwa"):
-        for comp in ("float",) + COMPENSATIONS:
-            r = [row for row in rows if row["model"] == name and row["compensation"] == comp]
-            cells = [f"{100 * row['accuracy']:6.1f}" + ("" if math.isnan(row["ci95"]) else
-                                                         f" +-{100 * row['ci95']:4.1f}") for row in r]
-            print(f"{name:6s} {comp:12s} " + " ".join(f"{c:>13s}" for c in cells))
-    loaded = " (loaded from --out)" if base_info["loaded"] and plain_info["loaded"] and hwa_info["loaded"] else ""
-    print(f"\ntraining{loaded}: float {base_info['train_s']:.0f} s ({args.epochs} epochs), then "
-          f"{args.hwa_epochs} epochs of fine-tuning: plain {plain_info['train_s']:.0f} s, "
-          f"hwa {hwa_info['train_s']:.0f} s (noise x{args.hwa_noise_scale:g})")
+    print_table(rows, time_names, len(xte), args.seeds)
+    loaded = " (loaded from --out)" if all(i["loaded"] for i in info.values()) else ""
+    print(f"\ntraining{loaded}: float {info['float']['train_s']:.0f} s ({args.epochs} epochs), then "
+          f"{args.hwa_epochs} epochs of fine-tuning: plain {info['plain']['train_s']:.0f} s, "
+          f"hwa {info['hwa']['train_s']:.0f} s (noise x{args.hwa_noise_scale:g})")
     print(f"inference of {len(xte)} test images, {timing['threads']} thread: float {1e3 * t_float:.1f} ms, "
           f"chip {1e3 * t_chip:.1f} ms, ratio {timing['ratio']:.1f}x")
     print(f"wrote {out / 'accuracy.csv'}, {out / 'accuracy.png'}, {out / 'timing.json'}")

@@ -214,11 +214,6 @@ class PCMConv1d(_PCMConv):
     spatial = 1
 
 
-def crossbar_shape(layer: PCMLayer) -> tuple[int, int]:
-    """The (rows, columns) of ``layer``'s weight matrix on the crossbar."""
-    return layer.array.shape
-
-
 def n_devices(shape: tuple[int, int]) -> int:
     """PCM devices of a (rows, columns) matrix: a differential pair per weight."""
     return 2 * math.prod(shape)
