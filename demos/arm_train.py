@@ -40,7 +40,7 @@ def run_train(args: argparse.Namespace) -> int:
                                clean_code=args.clean_code, device=args.device, checkpoint_every=args.checkpoint_every,
                                resume=args.resume, overwrite=args.overwrite,
                                allow_changed_settings=args.allow_changed_settings,
-                               clip_grad_norm=args.clip_grad_norm,
+                               clip_grad_norm=args.clip_grad_norm, clip_grad_relative=args.clip_grad_relative,
                                readout_lr_factor=args.readout_lr_factor, detach_reset=not args.reset_gradient,
                                trainee_noise=args.trainee_noise, voltage_reg=args.voltage_reg,
                                threshold_gradient=args.threshold_gradient, best_window=args.best_window,
@@ -81,19 +81,20 @@ def run_runs(args: argparse.Namespace) -> int:
     keys = sorted({k for r in rows for k in r["loss_windows"]}, key=lambda k: int(k.split("-")[0]))
     shown = [k for k in keys if k in ("75-100", "150-175", "300-325", "600-625")] or keys[-3:]
     print("| run | options | its | " + " | ".join(f"loss {k}" for k in shown)
-          + f" | last {args.window} | max grad norm | LSG Hz / silent / > 150 Hz |")
-    print("|---" * (6 + len(shown)) + "|")
+          + f" | last {args.window} | max grad norm | collapse at | LSG Hz / silent / > 150 Hz |")
+    print("|---" * (7 + len(shown)) + "|")
     for r in rows:
         c = r["config"]
         opts = ", ".join(f"{k}={c[k]:g}" if isinstance(c[k], float) else f"{k}={c[k]}"
-                         for k in ("detach_reset", "readout_lr_factor", "clip_grad_norm", "voltage_reg",
-                                   "trainee_noise", "threshold_gradient") if k in c)
+                         for k in ("detach_reset", "readout_lr_factor", "clip_grad_norm", "clip_grad_relative",
+                                   "voltage_reg", "trainee_noise", "threshold_gradient") if k in c)
         f = r["firing"]["lsg"]
         cells = " | ".join(f"{r['loss_windows'][k]:.3f}" if k in r["loss_windows"] else "" for k in shown)
         gn = "-" if r["max_grad_norm"] is None else f"{r['max_grad_norm']:.2g}"
         if r.get("best"):
             opts += f"; best {r['best']['window_loss']:.3f} at {r['best']['iteration']}"
-        print(f"| {r['run']} | {opts} | {r['iterations']} | {cells} | {r['loss_last']:.3f} | {gn} | "
+        collapse = "-" if r["collapse"] is None else str(r["collapse"])
+        print(f"| {r['run']} | {opts} | {r['iterations']} | {cells} | {r['loss_last']:.3f} | {gn} | {collapse} | "
               f"{f['mean_hz']:.0f} / {f['silent']} / {f['saturated']} |")
     if getattr(args, "plot", None):
         plot_runs(rows, args.plot, args.window)
@@ -102,26 +103,35 @@ def run_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The panels of ``pcmeta arm runs --plot``: history key, y label, log scale.
+_PANELS = (("loss", "loss (0.5 MSE omega + 0.5 MSE xyz)", True), ("grad_norm", "gradient norm before clipping", True),
+           ("rate_lsg_hz", "LSG mean rate (Hz)", False), ("reg", "rate regularisation term", True))
+
+
 def plot_runs(rows: list[dict], path: str, window: int) -> None:
-    """Loss and gradient norm per iteration (moving mean over ``window``) of several runs, side by side."""
+    """Loss, gradient norm, the LSG's mean rate and the rate regularisation per iteration (moving mean over
+    ``window``) of several runs, side by side; a collapse (:func:`~pcmeta.agents.eprop.find_collapse`) is marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     kernel = np.ones(window) / window
-    for r in rows:
-        for ax, key in zip(axes, ("loss", "grad_norm")):
-            y = np.asarray(r["curve"][key], dtype=float)
+    for n, r in enumerate(rows):
+        color = f"C{n % 10}"
+        for ax, (key, label, log) in zip(axes.flat, _PANELS):
+            y = np.asarray(r["curve"].get(key, []), dtype=float)
             if y.size >= window and np.isfinite(y).any():
                 y = np.convolve(np.nan_to_num(y, nan=0.0), kernel, mode="valid")
-                ax.plot(np.arange(window, window + y.size), y, lw=1, label=Path(r["run"]).name)
-    axes[0].set(xlabel="iteration", ylabel=f"loss (mean over {window})", yscale="log", title="meta-training loss")
-    axes[1].set(xlabel="iteration", ylabel=f"gradient norm (mean over {window})", yscale="log",
-                title="gradient norm")
-    axes[0].legend(fontsize=7)
+                ax.plot(np.arange(window, window + y.size), y, lw=1, color=color, label=Path(r["run"]).name)
+            if r.get("collapse") is not None:
+                ax.axvline(r["collapse"], color=color, ls=":", lw=1)
+            ax.set(xlabel="iteration", ylabel=f"{label}\n(mean over {window} iterations)",
+                   yscale="log" if log else "linear")
+    axes[0, 0].set_title("meta-training loss (dotted: collapse)")
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

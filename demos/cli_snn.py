@@ -81,7 +81,10 @@ def _register_train(groups) -> None:
     t.add_argument("--no-cuda-graph", action="store_true",
                    help="on CUDA, launch every kernel eagerly instead of replaying one captured iteration")
     t.add_argument("--clip-grad-norm", type=float, default=None,
-                   help="scale the gradient down to this L2 norm before each Adam step (default: no clipping)")
+                   help="scale the gradient down to this L2 norm before each Adam step (default: no fixed limit)")
+    t.add_argument("--clip-grad-relative", type=_relative_clip, default=3.0, metavar="K|off",
+                   help="scale the gradient down to K x the median norm of the last 50 iterations (default 3: cuts "
+                        "only outliers, which began the collapses of earlier runs; 'off': no relative clip)")
     t.add_argument("--readout-lr-factor", type=float, default=None,
                    help="lr factor of the learning network's readout W_out_trainee (default 1: one lr for all, as "
                         "the authors; its weights are 20-50x smaller than the others', e.g. 0.25 slows it down)")
@@ -162,6 +165,20 @@ def _register_bench(groups) -> None:
 
 
 # ------------------------------------------------------------------ handlers (heavy imports inside)
+def _relative_clip(text: str) -> float | None:
+    """``--clip-grad-relative``: 'off' (None) or a number >= 1."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        k = float(text)
+    except ValueError:
+        k = float("nan")
+    if not k >= 1 or k == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 'off' or a finite number >= 1 (times the median gradient "
+                                         f"norm), got {text!r}")
+    return k
+
+
 def _arm_eval(args: argparse.Namespace) -> int:
     from pcmeta.demos.arm_eval import run
 

@@ -33,7 +33,7 @@ Where the weights live is a :class:`pcmeta.hardware.Deployment` (presets ``Deplo
 from .agent import EpropAgent
 from .brian2_engine import Brian2OneShot
 from .chips import chip_seed
-from .checkpoints import load_checkpoint_params, run_summary
+from .checkpoints import find_collapse, load_checkpoint_params, run_summary
 from .config import ETA, LEARNER, LSG, PARAM_KEYS, TRAINEE_NOISE, SNNConfig
 from .episode import episode_inputs, one_shot_episode, target_tensors
 from .evaluation import evaluate, evaluate_brian2, firing_stats, summarize
@@ -42,7 +42,7 @@ from .losses import (META_FIGURES, arm_losses, arm_losses_tensors, meta_loss, me
                      rate_regularization, voltage_regularization)
 from .network import SNNRecord, leaky_filter, no_diag, reference_step, run_snn, spike_fn
 from .rule import eprop_update, round_to_grid, traces
-from .training import READOUT_LR_FACTOR, MetaTrainOptions, meta_train
+from .training import CLIP_GRAD_RELATIVE, READOUT_LR_FACTOR, MetaTrainOptions, clip_gradients, meta_train
 from .weights import SHIPPED_WEIGHTS, init_params, load_weights, save_weights_npz
 
 __all__ = [
@@ -53,5 +53,6 @@ __all__ = [
     "arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "meta_loss",
     "meta_loss_tensors", "META_FIGURES", "LearnerPlacement", "EpropLearner", "Brian2OneShot",
     "evaluate", "evaluate_brian2", "summarize", "firing_stats", "meta_train", "MetaTrainOptions",
-    "READOUT_LR_FACTOR", "load_checkpoint_params", "run_summary", "chip_seed", "EpropAgent",
+    "READOUT_LR_FACTOR", "CLIP_GRAD_RELATIVE", "clip_gradients", "load_checkpoint_params", "run_summary",
+    "find_collapse", "chip_seed", "EpropAgent",
 ]

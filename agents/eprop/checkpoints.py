@@ -17,8 +17,8 @@ from pcmeta.tasks import trajectories as traj
 from .config import PARAM_KEYS
 from .evaluation import firing_stats
 
-__all__ = ["atomic_save", "read_checkpoint", "load_checkpoint_params", "run_summary", "append_history",
-           "read_history", "trim_history"]
+__all__ = ["atomic_save", "read_checkpoint", "load_checkpoint_params", "run_summary", "find_collapse",
+           "append_history", "read_history", "trim_history"]
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -84,11 +84,31 @@ def load_checkpoint_params(path: str | Path, dtype=torch.float32) -> dict[str, t
     return {k: ck["params"][k].to(dtype) for k in PARAM_KEYS}
 
 
+#: A run has collapsed at iteration i when the mean loss of iterations [i - 100, i) is more than twice the lowest
+#: such 100-iteration mean before it (checked from iteration 200 on; each iteration draws new targets).
+COLLAPSE_WINDOW, COLLAPSE_FACTOR = 100, 2.0
+
+
+def find_collapse(loss, window: int = COLLAPSE_WINDOW, factor: float = COLLAPSE_FACTOR) -> int | None:
+    """The first iteration at which the moving mean loss over ``window`` iterations exceeds ``factor`` x its
+    lowest value so far (from iteration 2 x ``window`` on), or None: the collapse test of ``pcmeta arm runs``."""
+    loss = np.asarray(loss, dtype=float)
+    if loss.size < 2 * window:
+        return None
+    mean = np.convolve(loss, np.ones(window) / window, mode="valid")  # mean[j]: iterations [j, j + window)
+    low = np.minimum.accumulate(mean)
+    for j in range(window, mean.size):
+        if mean[j] > factor * low[j - 1]:
+            return j + window
+    return None
+
+
 def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> dict[str, Any]:
     """What a meta-training run folder holds: its options, iterations done, the mean loss over windows of
     ``window`` iterations (iterations [k window, (k + 1) window)), the largest logged gradient norm and the
     firing health (:func:`~pcmeta.agents.eprop.evaluation.firing_stats`) of its current weights on
-    ``n_targets`` fixed targets (seed 0), and the per-iteration curves (``curve``: loss, grad_norm)."""
+    ``n_targets`` fixed targets (seed 0), the iteration of a collapse (:func:`find_collapse`; None) and the
+    per-iteration curves (``curve``: loss, grad_norm, reg, rate_lsg_hz)."""
     p = Path(run_dir) / "checkpoint.pt"
     ck = load_checkpoint(p, "arm checkpoint", required=("params", "history"))
     h = read_history(Path(run_dir) / "history.csv") or ck["history"]  # the log: complete also for slim checkpoints
@@ -98,9 +118,11 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     tg = traj.sample_targets(n_targets, rng=np.random.default_rng(0))
     params = {k: ck["params"][k].float() for k in PARAM_KEYS}
     # runs from before an option ran with what is now its non-default value or its old default
-    config = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "voltage_reg": 0.0,
-              "trainee_noise": "none", "threshold_gradient": True, **dict(ck.get("config", {}))}
+    config = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "clip_grad_relative": None,
+              "voltage_reg": 0.0, "trainee_noise": "none", "threshold_gradient": True, **dict(ck.get("config", {}))}
     return {"run": str(run_dir), "config": config, "iterations": int(ck["iteration"]), "best": ck.get("best", {}),
             "loss_windows": windows, "loss_last": float(loss[-window:].mean()) if len(loss) else float("nan"),
             "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg),
-            "curve": {"loss": loss.tolist(), "grad_norm": [float(x.get("grad_norm", float("nan"))) for x in h]}}
+            "collapse": find_collapse(loss),
+            "curve": {"loss": loss.tolist(), **{k: [float(x.get(k, math.nan)) for x in h]
+                                                for k in ("grad_norm", "reg", "rate_lsg_hz")}}}

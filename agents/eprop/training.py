@@ -27,7 +27,8 @@ from .episode import target_tensors
 from .losses import META_FIGURES, meta_loss_tensors
 from .weights import init_params, load_weights, save_weights_npz
 
-__all__ = ["MetaTrainOptions", "meta_train", "READOUT_LR_FACTOR", "RUN_FILES", "RUN_SETTINGS"]
+__all__ = ["MetaTrainOptions", "meta_train", "clip_gradients", "CLIP_GRAD_RELATIVE", "CLIP_WINDOW", "READOUT_LR_FACTOR",
+           "RUN_FILES", "RUN_SETTINGS"]
 
 #: A meta-training run's own files in its folder (what ``overwrite`` deletes, what makes a folder "hold a run").
 RUN_FILES = ("checkpoint.pt", "weights.npz", "best.npz", "history.csv")
@@ -36,15 +37,22 @@ _OLD_TEMPORARIES = ("weights.npz.tmp.npz", "best.npz.tmp.npz")
 #: The options a resumed run must keep (the checkpoint's ``config``); the others (iterations, checkpoint_every,
 #: device, cuda_graph, progress, time_limit_s, best_window) may change.
 RUN_SETTINGS = ("batch", "lr", "lr_decay", "decay_every", "seed", "clean_code", "clip_grad_norm",
-                "readout_lr_factor", "detach_reset", "trainee_noise", "voltage_reg", "threshold_gradient")
+                "clip_grad_relative", "readout_lr_factor", "detach_reset", "trainee_noise", "voltage_reg",
+                "threshold_gradient")
 #: A setting's value in runs from before the setting existed (their behaviour then).
-_OLD_RUN_VALUES = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "voltage_reg": 0.0,
+_OLD_RUN_VALUES = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "clip_grad_relative": None,
+                   "voltage_reg": 0.0,
                    "trainee_noise": "none", "threshold_gradient": True}
 
 #: Default lr factor of the learning network's readout in :func:`meta_train`: 1, one lr for every matrix as
 #: in the authors' code (1 - kappa, Adam on the readout in the filter's units, stalled learning in a CPU run:
 #: loss 0.31 after 150 iterations against 0.10 with 1; see the README).
 READOUT_LR_FACTOR = 1.0
+#: Default of ``clip_grad_relative``: a gradient is scaled down to 3x the median norm of the last
+#: :data:`CLIP_WINDOW` iterations (healthy runs stay within ~3x their median; the collapses began with one 35x).
+CLIP_GRAD_RELATIVE = 3.0
+#: Iterations whose gradient norms (before clipping) set the relative clip; it acts once 10 of them are known.
+CLIP_WINDOW, _CLIP_MIN_KNOWN = 50, 10
 
 
 @dataclass
@@ -79,7 +87,13 @@ class MetaTrainOptions:
             removes the launch overhead); the next batch is drawn on the CPU while the GPU runs. Same
             arithmetic as the eager loop; Adam and the lr schedule run eagerly.
         clip_grad_norm: scale the gradient (all parameters together) down to this L2 norm before the Adam step
-            (None: no clipping); the norm before clipping is logged as ``grad_norm`` either way.
+            (None: no fixed limit); the norm before clipping is logged as ``grad_norm`` either way.
+        clip_grad_relative: scale the gradient down to this many times the median norm (before clipping) of the
+            last :data:`CLIP_WINDOW` iterations (None: off; default :data:`CLIP_GRAD_RELATIVE`). Scale-free, so it
+            suits Adam (which ignores the gradient's overall scale) and every phase of a run: it only cuts
+            outliers. One outlier otherwise moves Adam ~30 normal steps along its direction within ~10 iterations
+            (the momentum keeps it while the second moment has not grown yet); the collapsed runs began so
+            (docs/arm-training.md). With ``clip_grad_norm`` too, the lower limit applies.
         readout_lr_factor: the lr of the learning network's readout ``W_out_trainee`` is ``lr *
             readout_lr_factor`` (default :data:`READOUT_LR_FACTOR` = 1: one lr for all, as the authors). Its
             weights are ~0.003-0.01, 20-50x smaller than the other matrices', so a full-lr Adam step moves them
@@ -128,6 +142,7 @@ class MetaTrainOptions:
     time_limit_s: float | None = None
     cuda_graph: bool | None = None
     clip_grad_norm: float | None = None
+    clip_grad_relative: float | None = CLIP_GRAD_RELATIVE
     readout_lr_factor: float | None = None
     detach_reset: bool = False
     trainee_noise: str = "none"
@@ -204,9 +219,10 @@ class _MetaRun:
             self.setting_changes.append({"iteration": self.start, "changes": changes})
         self.o = o
         self.opt, self.sched = _optimizer(self.params, o, ck, changed=bool(changes))
+        self.dtype = self.params["W_in_lsg"].dtype
+        self.clip_norms = _clip_norms(ck, self.history, self.start, self.dtype, self.dev)
         if self.dist.enabled:
             self._share_state()
-        self.dtype = self.params["W_in_lsg"].dtype
         self.clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=self.dtype, device=self.dev)
         self.pending: list[torch.Tensor] = []  # per-iteration figures still on the device
         self.graph = self.static = self.static_figs = None
@@ -216,7 +232,8 @@ class _MetaRun:
         checkpoint on rank 0 only)."""
         st = self.dist.broadcast_object({"params": {k: v.detach().cpu() for k, v in self.params.items()},
                                          "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                                         "start": self.start, "history": self.history} if self.dist.is_main else None)
+                                         "start": self.start, "history": self.history,
+                                         "clip_norms": self.clip_norms.cpu()} if self.dist.is_main else None)
         if not self.dist.is_main:
             with torch.no_grad():
                 for k, v in st["params"].items():
@@ -224,6 +241,7 @@ class _MetaRun:
             self.opt.load_state_dict(st["opt"])
             self.sched.load_state_dict(st["sched"])
             self.start, self.history = st["start"], st["history"]
+            self.clip_norms = st["clip_norms"].to(self.dev)
 
     def _start(self, o: MetaTrainOptions) -> dict | None:
         """Parameters, first iteration and history: from the checkpoint (resume) or fresh. Returns the
@@ -285,6 +303,7 @@ class _MetaRun:
         o = self.o
         config = {"batch": o.batch, "lr": o.lr, "lr_decay": o.lr_decay, "decay_every": o.decay_every,
                   "seed": o.seed, "init": o.init, "clean_code": o.clean_code, "clip_grad_norm": o.clip_grad_norm,
+                  "clip_grad_relative": o.clip_grad_relative,
                   "readout_lr_factor": o.readout_lr_factor, "detach_reset": o.detach_reset,
                   "trainee_noise": o.trainee_noise, "voltage_reg": o.voltage_reg,
                   "threshold_gradient": o.threshold_gradient}
@@ -293,7 +312,7 @@ class _MetaRun:
         history = self.history[-o.best_window:] if o.slim_checkpoint else self.history
         atomic_save({"params": {k: v.detach().cpu() for k, v in self.params.items()},
                      "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "iteration": it,
-                     "history": history, "config": config, "best": self.best,
+                     "history": history, "config": config, "best": self.best, "clip_norms": self.clip_norms.cpu(),
                      "setting_changes": self.setting_changes}, self.ck_path)
         save_weights_npz(self.params, self.w_path)
         self.saved = it
@@ -356,9 +375,8 @@ class _MetaRun:
                     self.params[k].grad = g
             vals = self.dist.all_reduce_mean([torch.stack([figs[k].detach().to(self.dtype) for k in META_FIGURES])])
             figs = dict(zip(META_FIGURES, vals[0]))  # ("reg" is the whole batch's on every rank: its mean too)
-        clip = self.o.clip_grad_norm
-        gnorm = torch.nn.utils.clip_grad_norm_([self.params[k] for k in PARAM_KEYS],
-                                               math.inf if clip is None else clip)
+        gnorm = clip_gradients([self.params[k].grad for k in PARAM_KEYS], self.clip_norms, it,
+                               self.o.clip_grad_norm, self.o.clip_grad_relative)
         eager = self.graph is None  # (the graph path checks its figures when they reach the CPU, in flush)
         if eager:
             self.check(it + 1, figs["loss"].detach(), gnorm.detach())
@@ -407,6 +425,39 @@ class _MetaRun:
         return it_done
 
 
+def clip_gradients(grads: list[torch.Tensor | None], norms: torch.Tensor, it: int, max_norm: float | None,
+                   relative: float | None) -> torch.Tensor:
+    """Scale ``grads`` (in place, all together) down to the L2 norm ``max_norm`` and to ``relative`` x the median
+    of the finite entries of ``norms`` (the norms before clipping of earlier iterations, a window of
+    :data:`CLIP_WINDOW`; the relative limit acts once 10 are known); None switches a limit off. Writes this
+    iteration's norm into ``norms[it % len(norms)]``. Runs on the gradients' device without synchronising.
+    Returns the norm before clipping (a 0-d tensor)."""
+    grads = [g for g in grads if g is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    limit = torch.full((), math.inf if max_norm is None else max_norm, dtype=norm.dtype, device=norm.device)
+    if relative is not None:
+        n_known = torch.isfinite(norms).sum()
+        rel = relative * torch.nanmedian(norms).to(norm.dtype)
+        limit = torch.minimum(limit, torch.where(n_known >= _CLIP_MIN_KNOWN, rel, torch.full_like(rel, math.inf)))
+    coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.to(g.dtype))
+    norms[it % norms.numel()] = norm.detach().to(norms.dtype)
+    return norm
+
+
+def _clip_norms(ck: dict | None, history: list[dict], start: int, dtype, dev) -> torch.Tensor:
+    """The relative clip's window of gradient norms (before clipping), slot ``it % CLIP_WINDOW`` for iteration
+    ``it``: NaN where unknown; from the checkpoint, or (a run from before the option) its history's last ones."""
+    if ck is not None and "clip_norms" in ck:
+        return ck["clip_norms"].to(dtype=dtype, device=dev)
+    buf = torch.full((CLIP_WINDOW,), math.nan, dtype=dtype)
+    for h in history:
+        if start - CLIP_WINDOW <= h["iteration"] < start and "grad_norm" in h:
+            buf[h["iteration"] % CLIP_WINDOW] = float(h["grad_norm"])
+    return buf.to(dev)
+
+
 def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> list[str]:
     """A resumed run: the given :data:`RUN_SETTINGS` against the run's (refused when they differ, unless
     ``allow_changed_settings``; returns the changes); then validate."""
@@ -422,6 +473,11 @@ def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> lis
         o.readout_lr_factor = READOUT_LR_FACTOR
     if o.trainee_noise not in TRAINEE_NOISE:
         raise ValueError(f"trainee_noise must be one of {TRAINEE_NOISE}, got {o.trainee_noise!r}")
+    if o.clip_grad_norm is not None and not (o.clip_grad_norm > 0 and math.isfinite(o.clip_grad_norm)):
+        raise ValueError(f"clip_grad_norm must be None or a finite number > 0, got {o.clip_grad_norm!r}")
+    if o.clip_grad_relative is not None and not (o.clip_grad_relative >= 1 and math.isfinite(o.clip_grad_relative)):
+        raise ValueError(f"clip_grad_relative must be None (off) or a finite number >= 1 (times the median gradient "
+                         f"norm), got {o.clip_grad_relative!r}")
     if not (o.voltage_reg >= 0 and math.isfinite(o.voltage_reg)):
         raise ValueError(f"voltage_reg must be a finite number >= 0, got {o.voltage_reg!r}")
     if not (o.readout_lr_factor > 0 and math.isfinite(o.readout_lr_factor)):

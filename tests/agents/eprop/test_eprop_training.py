@@ -190,12 +190,13 @@ def test_arm_runs_summarises_meta_training_runs(tmp_path, capsys):
     assert s["iterations"] == 4 and list(s["loss_windows"]) == ["0-2", "2-4"]
     assert s["config"]["voltage_reg"] == 1e-3 and s["config"]["detach_reset"] is False
     assert s["max_grad_norm"] > 0 and s["firing"]["lsg"]["neurons"] == 800
-    assert len(s["curve"]["loss"]) == 4 and len(s["curve"]["grad_norm"]) == 4
+    assert len(s["curve"]["loss"]) == 4 and len(s["curve"]["grad_norm"]) == 4 and len(s["curve"]["reg"]) == 4
+    assert s["collapse"] is None and 0 < s["curve"]["rate_lsg_hz"][0] < 200
     assert main(["arm", "runs", str(tmp_path / "a"), "--window", "2", "--json", str(tmp_path / "r.json"),
                  "--plot", str(tmp_path / "runs.png")]) == 0
     assert (tmp_path / "runs.png").stat().st_size > 5000
     out = capsys.readouterr().out
-    assert "voltage_reg=0.001" in out and "| 4 |" in out
+    assert "voltage_reg=0.001" in out and "| 4 |" in out and "collapse at" in out
     assert json.loads((tmp_path / "r.json").read_text())["runs"][0]["iterations"] == 4
     with pytest.raises(FileNotFoundError):
         eprop.run_summary(tmp_path / "missing")
@@ -222,3 +223,72 @@ def test_slim_checkpoint_keeps_the_tail_and_the_csv_log_the_whole_curve(tmp_path
     ref = torch.load(full / "checkpoint.pt", weights_only=False)["history"]
     assert [r["loss"] for r in rows] == pytest.approx([h["loss"] for h in ref], rel=1e-6)
     assert eprop.run_summary(run, window=2)["loss_windows"] == eprop.run_summary(full, window=2)["loss_windows"]
+
+
+def test_clip_gradients_cuts_outliers_relative_to_the_median_norm():
+    from pcmeta.agents.eprop.training import CLIP_WINDOW, clip_gradients
+
+    norms = torch.full((CLIP_WINDOW,), math.nan)
+    g = [torch.tensor([6.0, 8.0]), None]  # norm 10
+    assert float(clip_gradients(g, norms, 0, None, 3.0)) == pytest.approx(10.0)
+    assert torch.equal(g[0], torch.tensor([6.0, 8.0]))  # fewer than 10 norms known: no relative limit yet
+    assert float(norms[0]) == pytest.approx(10.0)
+    norms[:] = 1.0
+    norms[:5] = 100.0  # a few outliers do not move the median
+    g = [torch.tensor([6.0, 8.0])]
+    assert float(clip_gradients(g, norms, 57, None, 3.0)) == pytest.approx(10.0)
+    assert float(g[0].norm()) == pytest.approx(3.0, rel=1e-5) and float(norms[57 % CLIP_WINDOW]) == pytest.approx(10.0)
+    g = [torch.tensor([1.2, 1.6])]  # norm 2 <= 3 x median: untouched
+    clip_gradients(g, norms, 58, None, 3.0)
+    assert torch.equal(g[0], torch.tensor([1.2, 1.6]))
+    g = [torch.tensor([6.0, 8.0])]  # both limits: the lower one
+    clip_gradients(g, norms, 59, 2.0, 3.0)
+    assert float(g[0].norm()) == pytest.approx(2.0, rel=1e-5)
+    g = [torch.tensor([6.0, 8.0])]
+    clip_gradients(g, norms, 60, None, None)
+    assert torch.equal(g[0], torch.tensor([6.0, 8.0]))
+
+
+def test_relative_clip_is_the_default_and_resumes_exactly(tmp_path):
+    """With the clip at the median (1x) it acts on about half the iterations from the 11th on; its window of
+    norms is part of the checkpoint, so a resumed run continues the same curve."""
+    kw = dict(batch=1, checkpoint_every=1, seed=2, progress=False, clip_grad_relative=1.0)
+    a = eprop.meta_train(tmp_path / "a", 13, **kw)
+    eprop.meta_train(tmp_path / "b", 11, **kw)
+    b = eprop.meta_train(tmp_path / "b", 13, resume=True, **kw)
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    pa = eprop.load_checkpoint_params(tmp_path / "a" / "checkpoint.pt")
+    pb = eprop.load_checkpoint_params(tmp_path / "b" / "checkpoint.pt")
+    assert all(torch.equal(pa[k], pb[k]) for k in eprop.PARAM_KEYS)
+    off = eprop.meta_train(tmp_path / "off", 13, **{**kw, "clip_grad_relative": None})
+    assert [h["loss"] for h in off["history"][:11]] == [h["loss"] for h in a["history"][:11]]
+    assert off["history"][12]["loss"] != a["history"][12]["loss"]  # the clip acted from iteration 10 on
+    assert eprop.MetaTrainOptions().clip_grad_relative == 3.0
+    with pytest.raises(ValueError, match="clip_grad_relative"):
+        eprop.meta_train(tmp_path / "bad", 1, **{**kw, "clip_grad_relative": 0.5})
+    from pcmeta.runs import RunFolderError
+
+    with pytest.raises(RunFolderError, match="--clip-grad-relative 3 differs from the run's 1"):  # a resumed run
+        eprop.meta_train(tmp_path / "a", 14, resume=True, **{**kw, "clip_grad_relative": 3.0})
+
+
+def test_clip_grad_relative_option_parses_off_and_refuses_below_one():
+    import argparse
+
+    from pcmeta.demos.cli_snn import _relative_clip
+
+    assert _relative_clip("off") is None and _relative_clip("2.5") == 2.5
+    for bad in ("0.5", "inf", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'off' or a finite number >= 1"):
+            _relative_clip(bad)
+
+
+def test_find_collapse_marks_a_lasting_jump_of_the_moving_mean_loss():
+    falling = np.linspace(0.3, 0.02, 1500)
+    assert eprop.find_collapse(falling) is None
+    jump = np.r_[np.linspace(0.3, 0.03, 1000), np.full(300, 0.2)]  # 100-it mean > 2 x its lowest from it 1030
+    assert eprop.find_collapse(jump) == 1030
+    spike = falling.copy()
+    spike[700] = 5.0  # one bad batch moves the 100-iteration mean by 0.05, not 2x
+    assert eprop.find_collapse(spike) is None
+    assert eprop.find_collapse([0.1] * 150) is None  # too short to tell
