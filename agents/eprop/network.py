@@ -84,6 +84,62 @@ def _mm_seq(x: torch.Tensor, W: Any) -> torch.Tensor:
     return torch.matmul(x, W)  # broadcasting: (T, i) @ (B, i, n) -> (B, T, n); (B, T, i) @ (i, n) -> (B, T, n)
 
 
+class _StepGrads:
+    """The (spikes, output gradient) pairs of one trial's per-step products z_{t-1} W_rec, gathered during the
+    backward pass; W_rec's gradient, their sum over steps, is then ONE product (instead of an outer product and
+    an accumulation of a (B,) n x n tensor per step, the largest cost of BPTT through the test trial)."""
+
+    def __init__(self) -> None:
+        self.z: list[torch.Tensor] = []
+        self.g: list[torch.Tensor] = []
+
+    def weight_grad(self, per_task: bool) -> torch.Tensor:
+        Z, G = torch.stack(self.z), torch.stack(self.g)  # (T, B, n_pre), (T, B, n_post)
+        self.z, self.g = [], []
+        if not per_task:
+            return Z.flatten(0, 1).T @ G.flatten(0, 1)
+        return torch.bmm(Z.permute(1, 2, 0), G.transpose(0, 1))  # (B, n_pre, T) @ (B, T, n_post)
+
+
+class _RecurrentWeight(torch.autograd.Function):
+    """Identity on W_rec whose backward returns the sum gathered by :class:`_StepGrads` (it runs after every
+    step's backward, as autograd runs a node once all the gradients of its output are in)."""
+
+    @staticmethod
+    def forward(ctx, W: torch.Tensor, grads: _StepGrads) -> torch.Tensor:  # type: ignore[override]
+        ctx.grads = grads
+        return W.view_as(W)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        return ctx.grads.weight_grad(per_task=g.dim() == 3), None
+
+
+class _RecurrentStep(torch.autograd.Function):
+    """z (B, n) @ W_rec ((n, n) or per task (B, n, n)) for 0/1 spikes z; W's gradient goes to :class:`_StepGrads`.
+    Per-task weights: the rows of the spiking neurons are gathered (a few % of W), not the whole W read."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, W: torch.Tensor, grads: _StepGrads) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z, W)
+        ctx.grads = grads
+        if W.dim() == 2:
+            return z @ W
+        b, i = z.nonzero(as_tuple=True)
+        rows = W.reshape(-1, W.shape[-1]).index_select(0, b * W.shape[1] + i)
+        return torch.zeros(z.shape[0], W.shape[-1], dtype=W.dtype, device=W.device).index_add_(0, b, rows)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        z, W = ctx.saved_tensors
+        ctx.grads.z.append(z)
+        ctx.grads.g.append(g)
+        gz = None
+        if ctx.needs_input_grad[0]:
+            gz = g @ W.T if W.dim() == 2 else torch.bmm(g.unsqueeze(1), W.transpose(1, 2)).squeeze(1)
+        return gz, None, None
+
+
 def _noise_like(var: torch.Tensor) -> torch.Tensor:
     """Gaussian noise with the given (detached) variance: sqrt(var) * N(0, 1), no gradient."""
     with torch.no_grad():
@@ -216,6 +272,10 @@ def _simulate(cfg: SNNConfig, x: torch.Tensor, W_in: Any, W_rec: Any, I_in: tupl
     r = torch.zeros_like(v)
     b = torch.zeros_like(v) if cfg.n_alif else None
     zs, psis, vs, As = [], [], [], []
+    grads = W_rec_g = None
+    if _lazy_weight_grad(W_rec):
+        grads = _StepGrads()
+        W_rec_g = _RecurrentWeight.apply(W_rec, grads)
     for t in range(x.shape[-2]):
         if cfg.n_alif:
             b = rho * b + z
@@ -223,7 +283,7 @@ def _simulate(cfg: SNNConfig, x: torch.Tensor, W_in: Any, W_rec: Any, I_in: tupl
         else:
             A = cfg.v_th
         i_t = _mm(x[..., t, :], W_in) if I_in is None else I_in[t]
-        i_rec = _mm(z, W_rec)
+        i_rec = _RecurrentStep.apply(z, W_rec_g, grads) if grads is not None else _mm(z, W_rec)
         if var_rec is not None:
             i_rec = i_rec + _noise_like(_mm(z * z, var_rec))
         z_reset = z.detach() if detach_reset else z
@@ -245,6 +305,13 @@ def _simulate(cfg: SNNConfig, x: torch.Tensor, W_in: Any, W_rec: Any, I_in: tupl
         rec.v = torch.stack(vs, dim=1)
         rec.A = torch.stack(As, dim=1)
     return rec
+
+
+def _lazy_weight_grad(W: Any) -> bool:
+    """Whether the time loop takes the :class:`_RecurrentStep` path: a CPU tensor W_rec that needs a gradient
+    (the CUDA path keeps one autograd product per step, as checked on a GPU)."""
+    return (isinstance(W, torch.Tensor) and W.device.type == "cpu" and W.requires_grad
+            and torch.is_grad_enabled())
 
 
 def _readout(cfg: SNNConfig, Z: torch.Tensor, W_out: Any, var_out: torch.Tensor | None, *,

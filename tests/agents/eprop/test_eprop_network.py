@@ -196,3 +196,32 @@ def test_voltage_regularization_acts_only_on_dead_neurons():
     r.backward()
     assert float(v.grad[..., 0].sum()) < 0 and float(v.grad[..., 1].sum()) > 0  # descent: 0 up, 1 down
     assert float(v.grad[..., 2].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("per_task", [False, True])
+def test_recurrent_weight_gradient_gathered_once_equals_per_step_autograd(per_task, monkeypatch):
+    """The CPU time loop's fast path (spike rows gathered for per-task weights, W_rec's gradient summed in one
+    product after the loop) against one autograd product per step, in float64: values and every gradient."""
+    from pcmeta.agents.eprop import network
+
+    torch.manual_seed(3)
+    cfg = eprop.LEARNER
+    B, T = 4, 60
+    x = (torch.rand(B, T, cfg.n_in, dtype=torch.float64) < 0.3).to(torch.float64)
+    W_in0 = torch.randn(cfg.n_in, cfg.n_rec, dtype=torch.float64) * 0.8
+    W_rec0 = torch.randn(*((B,) if per_task else ()), cfg.n_rec, cfg.n_rec, dtype=torch.float64) * 0.1
+    W_out0 = torch.randn(cfg.n_rec, cfg.n_out, dtype=torch.float64) * 0.1
+    out = {}
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(network, "_lazy_weight_grad", lambda W: False)
+        ws = [w.clone().requires_grad_(True) for w in (W_in0, W_rec0, W_out0)]
+        rec = eprop.run_snn(cfg, x, *ws, detach_reset=False)
+        (rec.y.square().sum() + rec.z.sum() * 0.01).backward()
+        out[fast] = (rec.z, rec.y, [w.grad for w in ws])
+    assert out[True][0].sum() > 0.02 * out[True][0].numel()  # the network spikes (the rows gathered are used)
+    assert torch.equal(out[True][0], out[False][0])
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-12, atol=1e-14)
+    for a, b in zip(out[True][2], out[False][2]):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
