@@ -55,7 +55,10 @@ def _brian2_episode(args: argparse.Namespace, figs: dict[str, Any], clock, x_lsg
 
 
 def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
+    import numpy as np
+
     from pcmeta.agents import eprop
+    from pcmeta.agents.eprop.network import per_step_autograd
     from pcmeta.tasks import trajectories as traj
 
     params = {k: v.clone().requires_grad_(True) for k, v in eprop.load_weights(args.weights).items()}
@@ -65,11 +68,19 @@ def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
         loss, _ = eprop.meta_loss(params, tg)
         loss.backward()
 
-    figs["train_iter_s"] = _median_s(iteration, args.train_iters)
+    fast, per_step = [], []
+    for _ in range(args.train_iters):  # the two paths alternate, so that both see the same machine load
+        fast.append(_median_s(iteration, 1))
+        with per_step_autograd():
+            per_step.append(_median_s(iteration, 1))
+    figs["train_iter_s"], figs["train_iter_per_step_autograd_s"] = float(np.median(fast)), float(np.median(per_step))
     figs["train_iters_per_s"] = 1.0 / figs["train_iter_s"]
     figs["train_batch"] = args.train_batch
     print(f"torch meta-training (batch {args.train_batch}, forward + BPTT):   {figs['train_iters_per_s']:.4f} it/s "
           f"({figs['train_iter_s']:.1f} s per iteration, {args.threads} thread(s))")
+    ref = figs["train_iter_per_step_autograd_s"]
+    print(f"  the same with per-step autograd of W_rec (the reference path): {ref:.1f} s per iteration, "
+          f"{ref / figs['train_iter_s']:.2f}x the time")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ product). The spike function's gradient is the pseudo-derivative, so a trial is 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from pcmeta.hardware import SynapticArray
 
 from .config import SNNConfig
 
-__all__ = ["spike_fn", "SNNRecord", "run_snn", "reference_step", "leaky_filter", "no_diag"]
+__all__ = ["spike_fn", "SNNRecord", "run_snn", "reference_step", "leaky_filter", "no_diag", "per_step_autograd"]
 
 
 class _SpikeFn(torch.autograd.Function):
@@ -307,11 +308,25 @@ def _simulate(cfg: SNNConfig, x: torch.Tensor, W_in: Any, W_rec: Any, I_in: tupl
     return rec
 
 
+_PER_STEP_AUTOGRAD = [False]
+
+
+@contextlib.contextmanager
+def per_step_autograd():
+    """Within it, the time loop differentiates every step's z_{t-1} W_rec by autograd (the reference the CPU fast
+    path is tested and benchmarked against, ``pcmeta bench snn``)."""
+    _PER_STEP_AUTOGRAD.append(True)
+    try:
+        yield
+    finally:
+        _PER_STEP_AUTOGRAD.pop()
+
+
 def _lazy_weight_grad(W: Any) -> bool:
     """Whether the time loop takes the :class:`_RecurrentStep` path: a CPU tensor W_rec that needs a gradient
-    (the CUDA path keeps one autograd product per step, as checked on a GPU)."""
+    (the CUDA path keeps one autograd product per step, as checked on a GPU), outside :func:`per_step_autograd`."""
     return (isinstance(W, torch.Tensor) and W.device.type == "cpu" and W.requires_grad
-            and torch.is_grad_enabled())
+            and torch.is_grad_enabled() and not _PER_STEP_AUTOGRAD[-1])
 
 
 def _readout(cfg: SNNConfig, Z: torch.Tensor, W_out: Any, var_out: torch.Tensor | None, *,

@@ -4,6 +4,7 @@ as a per-synapse sum, the surrogate gradient, read-noise sampling, the threshold
 regularisation."""
 from __future__ import annotations
 
+import contextlib
 
 import numpy as np
 import pytest
@@ -199,7 +200,7 @@ def test_voltage_regularization_acts_only_on_dead_neurons():
 
 
 @pytest.mark.parametrize("per_task", [False, True])
-def test_recurrent_weight_gradient_gathered_once_equals_per_step_autograd(per_task, monkeypatch):
+def test_recurrent_weight_gradient_gathered_once_equals_per_step_autograd(per_task):
     """The CPU time loop's fast path (spike rows gathered for per-task weights, W_rec's gradient summed in one
     product after the loop) against one autograd product per step, in float64: values and every gradient."""
     from pcmeta.agents.eprop import network
@@ -213,10 +214,10 @@ def test_recurrent_weight_gradient_gathered_once_equals_per_step_autograd(per_ta
     W_out0 = torch.randn(cfg.n_rec, cfg.n_out, dtype=torch.float64) * 0.1
     out = {}
     for fast in (True, False):
-        if not fast:
-            monkeypatch.setattr(network, "_lazy_weight_grad", lambda W: False)
         ws = [w.clone().requires_grad_(True) for w in (W_in0, W_rec0, W_out0)]
-        rec = eprop.run_snn(cfg, x, *ws, detach_reset=False)
+        with contextlib.nullcontext() if fast else network.per_step_autograd():
+            assert network._lazy_weight_grad(ws[1]) is fast
+            rec = eprop.run_snn(cfg, x, *ws, detach_reset=False)
         (rec.y.square().sum() + rec.z.sum() * 0.01).backward()
         out[fast] = (rec.z, rec.y, [w.grad for w in ws])
     assert out[True][0].sum() > 0.02 * out[True][0].numel()  # the network spikes (the rows gathered are used)
