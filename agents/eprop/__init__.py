@@ -42,7 +42,8 @@ from .losses import (META_FIGURES, arm_losses, arm_losses_tensors, meta_loss, me
                      rate_regularization, voltage_regularization)
 from .network import SNNRecord, leaky_filter, no_diag, reference_step, run_snn, spike_fn
 from .rule import eprop_update, round_to_grid, traces
-from .training import CLIP_GRAD_RELATIVE, READOUT_LR_FACTOR, MetaTrainOptions, clip_gradients, meta_train
+from .clipping import CLIP_GRAD_RELATIVE, clip_gradients
+from .training import READOUT_LR_FACTOR, MetaTrainOptions, meta_train
 from .weights import SHIPPED_WEIGHTS, init_params, load_weights, save_weights_npz
 
 __all__ = [

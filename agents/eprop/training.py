@@ -22,13 +22,13 @@ from pcmeta.runs import check_checkpoint_finite, check_finite, check_settings, k
 from pcmeta.tasks import trajectories as traj
 
 from .checkpoints import append_history, atomic_save, trim_history
+from .clipping import CLIP_CALIBRATION, CLIP_GRAD_RELATIVE, clip_gradients, gradient_norm, restore_window
 from .config import PARAM_KEYS, TRAINEE_NOISE
 from .episode import target_tensors
 from .losses import META_FIGURES, meta_loss_tensors
 from .weights import init_params, load_weights, save_weights_npz
 
-__all__ = ["MetaTrainOptions", "meta_train", "clip_gradients", "CLIP_GRAD_RELATIVE", "CLIP_WINDOW", "READOUT_LR_FACTOR",
-           "RUN_FILES", "RUN_SETTINGS"]
+__all__ = ["MetaTrainOptions", "meta_train", "READOUT_LR_FACTOR", "RUN_FILES", "RUN_SETTINGS"]
 
 #: A meta-training run's own files in its folder (what ``overwrite`` deletes, what makes a folder "hold a run").
 RUN_FILES = ("checkpoint.pt", "weights.npz", "best.npz", "history.csv")
@@ -48,11 +48,6 @@ _OLD_RUN_VALUES = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_no
 #: in the authors' code (1 - kappa, Adam on the readout in the filter's units, stalled learning in a CPU run:
 #: loss 0.31 after 150 iterations against 0.10 with 1; see the README).
 READOUT_LR_FACTOR = 1.0
-#: Default of ``clip_grad_relative``: a gradient is scaled down to 3x the median norm of the last
-#: :data:`CLIP_WINDOW` iterations (healthy runs stay within ~3x their median; the collapses began with one 35x).
-CLIP_GRAD_RELATIVE = 3.0
-#: Iterations whose gradient norms (before clipping) set the relative clip; it acts once 10 of them are known.
-CLIP_WINDOW, _CLIP_MIN_KNOWN = 50, 10
 
 
 @dataclass
@@ -89,11 +84,10 @@ class MetaTrainOptions:
         clip_grad_norm: scale the gradient (all parameters together) down to this L2 norm before the Adam step
             (None: no fixed limit); the norm before clipping is logged as ``grad_norm`` either way.
         clip_grad_relative: scale the gradient down to this many times the median norm (before clipping) of the
-            last :data:`CLIP_WINDOW` iterations (None: off; default :data:`CLIP_GRAD_RELATIVE`). Scale-free, so it
-            suits Adam (which ignores the gradient's overall scale) and every phase of a run: it only cuts
-            outliers. One outlier otherwise moves Adam ~30 normal steps along its direction within ~10 iterations
-            (the momentum keeps it while the second moment has not grown yet); the collapsed runs began so
-            (docs/arm-training.md). With ``clip_grad_norm`` too, the lower limit applies.
+            last 50 iterations, and before that of the first 10 iterations' batches at the initial weights (measured
+            before a new run's first step); None: off; default 3 (:mod:`~pcmeta.agents.eprop.clipping` says why:
+            an outlier gradient began the collapses of earlier runs, and one at the first step froze a seed's LSG
+            in Adam's second moment). With ``clip_grad_norm`` too, the lower limit applies.
         readout_lr_factor: the lr of the learning network's readout ``W_out_trainee`` is ``lr *
             readout_lr_factor`` (default :data:`READOUT_LR_FACTOR` = 1: one lr for all, as the authors). Its
             weights are ~0.003-0.01, 20-50x smaller than the other matrices', so a full-lr Adam step moves them
@@ -220,7 +214,7 @@ class _MetaRun:
         self.o = o
         self.opt, self.sched = _optimizer(self.params, o, ck, changed=bool(changes))
         self.dtype = self.params["W_in_lsg"].dtype
-        self.clip_norms = _clip_norms(ck, self.history, self.start, self.dtype, self.dev)
+        self.clip_norms, self.clip_calibration = restore_window(ck, self.history, self.start, self.dtype, self.dev)
         if self.dist.enabled:
             self._share_state()
         self.clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=self.dtype, device=self.dev)
@@ -233,7 +227,8 @@ class _MetaRun:
         st = self.dist.broadcast_object({"params": {k: v.detach().cpu() for k, v in self.params.items()},
                                          "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                                          "start": self.start, "history": self.history,
-                                         "clip_norms": self.clip_norms.cpu()} if self.dist.is_main else None)
+                                         "clip": (self.clip_norms.cpu(), self.clip_calibration.cpu())}
+                                        if self.dist.is_main else None)
         if not self.dist.is_main:
             with torch.no_grad():
                 for k, v in st["params"].items():
@@ -241,7 +236,7 @@ class _MetaRun:
             self.opt.load_state_dict(st["opt"])
             self.sched.load_state_dict(st["sched"])
             self.start, self.history = st["start"], st["history"]
-            self.clip_norms = st["clip_norms"].to(self.dev)
+            self.clip_norms, self.clip_calibration = (t.to(self.dev) for t in st["clip"])
 
     def _start(self, o: MetaTrainOptions) -> dict | None:
         """Parameters, first iteration and history: from the checkpoint (resume) or fresh. Returns the
@@ -313,6 +308,7 @@ class _MetaRun:
         atomic_save({"params": {k: v.detach().cpu() for k, v in self.params.items()},
                      "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "iteration": it,
                      "history": history, "config": config, "best": self.best, "clip_norms": self.clip_norms.cpu(),
+                     "clip_calibration": self.clip_calibration.cpu(),
                      "setting_changes": self.setting_changes}, self.ck_path)
         save_weights_npz(self.params, self.w_path)
         self.saved = it
@@ -355,8 +351,9 @@ class _MetaRun:
             static_loss, self.static_figs = self.loss(robot, self.static)
             static_loss.backward()
 
-    def step(self, it: int, robot: str, b: dict[str, torch.Tensor]) -> None:
-        """One iteration: forward + backward (replayed or eager), gradient norm, Adam, lr schedule."""
+    def backward(self, it: int, robot: str, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Forward + backward of iteration ``it`` (replayed or eager), the gradients (and figures) averaged over
+        the processes; returns the figures."""
         if self.graph is not None:
             for k, v in b.items():
                 self.static[k].copy_(v)  # stream-ordered after the previous replay
@@ -375,8 +372,23 @@ class _MetaRun:
                     self.params[k].grad = g
             vals = self.dist.all_reduce_mean([torch.stack([figs[k].detach().to(self.dtype) for k in META_FIGURES])])
             figs = dict(zip(META_FIGURES, vals[0]))  # ("reg" is the whole batch's on every rank: its mean too)
+        return figs
+
+    def calibrate(self) -> None:
+        """Before a new run's first step: the gradient norms of the first :data:`CLIP_CALIBRATION` iterations'
+        batches at the initial weights, the relative clip's reference until as many steps are done."""
+        bar = tqdm(range(CLIP_CALIBRATION), disable=not (self.o.progress and self.dist.is_main), leave=False,
+                   desc="gradient norms at the initial weights")
+        for k in bar:
+            self.backward(k, *self.draw(k))
+            self.clip_calibration[k] = gradient_norm([self.params[n].grad for n in PARAM_KEYS]).detach()
+        self.opt.zero_grad(set_to_none=True)
+
+    def step(self, it: int, robot: str, b: dict[str, torch.Tensor]) -> None:
+        """One iteration: forward + backward, the clip, Adam, lr schedule."""
+        figs = self.backward(it, robot, b)
         gnorm = clip_gradients([self.params[k].grad for k in PARAM_KEYS], self.clip_norms, it,
-                               self.o.clip_grad_norm, self.o.clip_grad_relative)
+                               self.o.clip_grad_norm, self.o.clip_grad_relative, self.clip_calibration)
         eager = self.graph is None  # (the graph path checks its figures when they reach the CPU, in flush)
         if eager:
             self.check(it + 1, figs["loss"].detach(), gnorm.detach())
@@ -397,6 +409,8 @@ class _MetaRun:
         """The loop from the start iteration to ``iterations`` (or the time limit); returns iterations done."""
         o, start, iterations = self.o, self.start, self.iterations
         nxt = self.draw(start) if start < iterations else None
+        if start == 0 and nxt is not None and o.clip_grad_relative is not None:
+            self.calibrate()
         if o.cuda_graph and nxt is not None:
             self.capture(*nxt)
         bar = tqdm(range(start, iterations), initial=start, total=iterations,
@@ -423,39 +437,6 @@ class _MetaRun:
         if start >= iterations and not self.ck_path.is_file():
             self.save(start)
         return it_done
-
-
-def clip_gradients(grads: list[torch.Tensor | None], norms: torch.Tensor, it: int, max_norm: float | None,
-                   relative: float | None) -> torch.Tensor:
-    """Scale ``grads`` (in place, all together) down to the L2 norm ``max_norm`` and to ``relative`` x the median
-    of the finite entries of ``norms`` (the norms before clipping of earlier iterations, a window of
-    :data:`CLIP_WINDOW`; the relative limit acts once 10 are known); None switches a limit off. Writes this
-    iteration's norm into ``norms[it % len(norms)]``. Runs on the gradients' device without synchronising.
-    Returns the norm before clipping (a 0-d tensor)."""
-    grads = [g for g in grads if g is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    limit = torch.full((), math.inf if max_norm is None else max_norm, dtype=norm.dtype, device=norm.device)
-    if relative is not None:
-        n_known = torch.isfinite(norms).sum()
-        rel = relative * torch.nanmedian(norms).to(norm.dtype)
-        limit = torch.minimum(limit, torch.where(n_known >= _CLIP_MIN_KNOWN, rel, torch.full_like(rel, math.inf)))
-    coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
-    for g in grads:
-        g.mul_(coef.to(g.dtype))
-    norms[it % norms.numel()] = norm.detach().to(norms.dtype)
-    return norm
-
-
-def _clip_norms(ck: dict | None, history: list[dict], start: int, dtype, dev) -> torch.Tensor:
-    """The relative clip's window of gradient norms (before clipping), slot ``it % CLIP_WINDOW`` for iteration
-    ``it``: NaN where unknown; from the checkpoint, or (a run from before the option) its history's last ones."""
-    if ck is not None and "clip_norms" in ck:
-        return ck["clip_norms"].to(dtype=dtype, device=dev)
-    buf = torch.full((CLIP_WINDOW,), math.nan, dtype=dtype)
-    for h in history:
-        if start - CLIP_WINDOW <= h["iteration"] < start and "grad_norm" in h:
-            buf[h["iteration"] % CLIP_WINDOW] = float(h["grad_norm"])
-    return buf.to(dev)
 
 
 def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> list[str]:

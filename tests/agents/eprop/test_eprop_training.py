@@ -226,7 +226,7 @@ def test_slim_checkpoint_keeps_the_tail_and_the_csv_log_the_whole_curve(tmp_path
 
 
 def test_clip_gradients_cuts_outliers_relative_to_the_median_norm():
-    from pcmeta.agents.eprop.training import CLIP_WINDOW, clip_gradients
+    from pcmeta.agents.eprop.clipping import CLIP_WINDOW, clip_gradients
 
     norms = torch.full((CLIP_WINDOW,), math.nan)
     g = [torch.tensor([6.0, 8.0]), None]  # norm 10
@@ -247,6 +247,15 @@ def test_clip_gradients_cuts_outliers_relative_to_the_median_norm():
     g = [torch.tensor([6.0, 8.0])]
     clip_gradients(g, norms, 60, None, None)
     assert torch.equal(g[0], torch.tensor([6.0, 8.0]))
+    # before 10 norms are known, the calibration norms (measured at the initial weights) set the limit
+    fresh, calibration = torch.full((CLIP_WINDOW,), math.nan), torch.tensor([1.0] * 9 + [1e6])
+    g = [torch.tensor([6.0e5, 8.0e5])]  # a first gradient of norm 1e6
+    assert float(clip_gradients(g, fresh, 0, None, 3.0, calibration)) == pytest.approx(1e6)
+    assert float(g[0].norm()) == pytest.approx(3.0, rel=1e-5)
+    fresh[:10] = 100.0  # ten known: the window's median from here on
+    g = [torch.tensor([6.0, 8.0])]
+    clip_gradients(g, fresh, 10, None, 3.0, calibration)
+    assert torch.equal(g[0], torch.tensor([6.0, 8.0]))
 
 
 def test_relative_clip_is_the_default_and_resumes_exactly(tmp_path):
@@ -264,6 +273,12 @@ def test_relative_clip_is_the_default_and_resumes_exactly(tmp_path):
     assert [h["loss"] for h in off["history"][:11]] == [h["loss"] for h in a["history"][:11]]
     assert off["history"][12]["loss"] != a["history"][12]["loss"]  # the clip acted from iteration 10 on
     assert eprop.MetaTrainOptions().clip_grad_relative == 3.0
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    assert ck["clip_calibration"].shape == (10,) and torch.isfinite(ck["clip_calibration"]).all()
+    # the first calibration batch is iteration 0's batch at the same (initial) weights: the same norm
+    assert float(ck["clip_calibration"][0]) == pytest.approx(a["history"][0]["grad_norm"], rel=1e-6)
+    assert not torch.isfinite(torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=False)
+                              ["clip_calibration"]).any()  # no relative clip: no calibration
     with pytest.raises(ValueError, match="clip_grad_relative"):
         eprop.meta_train(tmp_path / "bad", 1, **{**kw, "clip_grad_relative": 0.5})
     from pcmeta.runs import RunFolderError

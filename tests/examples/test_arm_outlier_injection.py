@@ -1,0 +1,39 @@
+"""examples/arm_outlier_injection.py: the outlier reaches the step unclipped in one copy and is cut to 3x the
+median norm in the other, and the run folder it reads is left as it was."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from pcmeta.agents import eprop
+from pcmeta.agents.eprop.checkpoints import read_history
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "arm_outlier_injection.py"
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("arm_outlier_injection", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_outlier_injection_continues_two_copies(tmp_path, capsys):
+    run = tmp_path / "run"
+    eprop.meta_train(run, 12, batch=1, checkpoint_every=6, seed=1, progress=False)
+    before = (run / "checkpoint.pt").read_bytes()
+    mod = _example()
+    assert mod.main(["--run", str(run), "--out", str(tmp_path / "out"), "--iterations", "21"]) == 0
+    assert (run / "checkpoint.pt").read_bytes() == before
+    noclip = read_history(tmp_path / "out" / "noclip" / "history.csv")
+    clip = read_history(tmp_path / "out" / "clip" / "history.csv")
+    assert [h["iteration"] for h in clip] == list(range(33))
+    own = [h["grad_norm"] for h in read_history(run / "history.csv")]
+    # the logged norm at the outlier is 35x what the run would have had; both copies start from the same state
+    assert noclip[12]["grad_norm"] == pytest.approx(clip[12]["grad_norm"], rel=1e-6)
+    assert noclip[12]["grad_norm"] > 5 * max(own[2:])
+    assert noclip[13]["loss"] != clip[13]["loss"]  # the clip cut the outlier in one copy only
+    out = capsys.readouterr().out
+    assert "x35 outlier, no clip" in out and "relative clip 3" in out
+    with pytest.raises(SystemExit):
+        mod.main(["--run", str(run), "--out", str(tmp_path / "o2"), "--iterations", "5"])
