@@ -8,6 +8,9 @@ is the curve without the outlier. Prints the loss, the LSG's rate and the rate t
 
     python examples/arm_outlier_injection.py --run runs/arm_seeds/s1 --out runs/outlier_s1 --iterations 40
 
+(``--run`` a copy of a live run's folder and ``--compare`` the live run: the table gets the run's own
+continuation once it has gone that far.)
+
 docs/arm-training.md shows its output. Uses the run's settings; one thread.
 """
 from __future__ import annotations
@@ -31,12 +34,15 @@ _KEEP = ("batch", "lr", "lr_decay", "decay_every", "seed", "clean_code", "clip_g
 def continue_with_outlier(run: Path, out: Path, factor: float, iterations: int, relative: float | None) -> list[dict]:
     """A copy of ``run`` continued ``iterations`` with its next gradient x ``factor`` and the relative clip
     ``relative`` (None: off); returns the copy's per-iteration history after the outlier."""
+    start = int(read_checkpoint(run / "checkpoint.pt")["iteration"])
+    done = [h for h in read_history(out / "history.csv") if h["iteration"] >= start] if out.is_dir() else []
+    if len(done) >= iterations:  # this copy ran before (the command was rerun): its rows
+        return done[:iterations]
     out.mkdir(parents=True, exist_ok=True)
     for name in ("checkpoint.pt", "history.csv"):
         if (run / name).is_file():
             shutil.copy2(run / name, out / name)
-    ck = read_checkpoint(out / "checkpoint.pt")
-    start, config = int(ck["iteration"]), dict(ck["config"])
+    config = dict(read_checkpoint(out / "checkpoint.pt")["config"])
     original, calls = training.clip_gradients, []
 
     def clip_after_outlier(grads, *args):
@@ -72,19 +78,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder for the two copies")
     ap.add_argument("--factor", type=float, default=35.0, help="the outlier: the next gradient times this")
     ap.add_argument("--iterations", type=int, default=40, help="iterations after the outlier (>= 21)")
+    ap.add_argument("--compare", default=None, help="a folder whose history.csv continues the run without the "
+                    "outlier (default: --run itself; e.g. the live run when --run is a copy of its checkpoint)")
     args = ap.parse_args(argv)
     if not args.factor > 0 or args.iterations < 21:
         ap.error("--factor must be > 0 and --iterations >= 21")
     torch.set_num_threads(1)
     run, out = Path(args.run), Path(args.out)
     start = int(read_checkpoint(run / "checkpoint.pt")["iteration"])
-    own = [h for h in read_history(run / "history.csv") if start <= h["iteration"] < start + args.iterations]
-    rows = {"no outlier (the run itself)": own} if len(own) == args.iterations else {}
+    rows = {}
     for name, rel in ((f"x{args.factor:g} outlier, no clip", None),
                       (f"x{args.factor:g} outlier, relative clip 3", training.CLIP_GRAD_RELATIVE)):
         rows[name] = continue_with_outlier(run, out / ("clip" if rel else "noclip"), args.factor, args.iterations,
                                            rel)
-    print(f"outlier at iteration {start} of {run}; loss = mean over the iterations after it")
+    ref = Path(args.compare) if args.compare else run  # read now: a live run has gone on meanwhile
+    own = [h for h in read_history(ref / "history.csv") if start <= h["iteration"] < start + args.iterations]
+    if len(own) == args.iterations:
+        rows = {"no outlier (the run itself)": own, **rows}
+    print(f"outlier at iteration {start} of {run}; loss = mean over the iterations after it (a rerun of the command "
+          f"reuses the copies in {out})")
     print("| continuation | gradient norm at the outlier (before clipping) | loss, it 0 | its 1-9 | its 10-19 | "
           f"its 20-{args.iterations - 1} | LSG Hz: max of its 0-9 / mean of the last 10 | rate term, last 10 |")
     print("|---|---|---|---|---|---|---|---|")
