@@ -81,8 +81,8 @@ def run_runs(args: argparse.Namespace) -> int:
     keys = sorted({k for r in rows for k in r["loss_windows"]}, key=lambda k: int(k.split("-")[0]))
     shown = [k for k in keys if k in ("75-100", "150-175", "300-325", "600-625")] or keys[-3:]
     print("| run | options | its | " + " | ".join(f"loss {k}" for k in shown)
-          + f" | last {args.window} | max grad norm | collapse at | LSG Hz / silent / > 150 Hz |")
-    print("|---" * (7 + len(shown)) + "|")
+          + f" | last {args.window} | max grad norm | clipped its | collapse at | LSG Hz / silent / > 150 Hz |")
+    print("|---" * (8 + len(shown)) + "|")
     for r in rows:
         c = r["config"]
         opts = ", ".join(f"{k}={c[k]:g}" if isinstance(c[k], float) else f"{k}={c[k]}"
@@ -94,8 +94,9 @@ def run_runs(args: argparse.Namespace) -> int:
         if r.get("best"):
             opts += f"; best {r['best']['window_loss']:.3f} at {r['best']['iteration']}"
         collapse = "-" if r["collapse"] is None else str(r["collapse"])
-        print(f"| {r['run']} | {opts} | {r['iterations']} | {cells} | {r['loss_last']:.3f} | {gn} | {collapse} | "
-              f"{f['mean_hz']:.0f} / {f['silent']} / {f['saturated']} |")
+        clipped = "-" if r.get("clipped") is None else str(r["clipped"])
+        print(f"| {r['run']} | {opts} | {r['iterations']} | {cells} | {r['loss_last']:.3f} | {gn} | {clipped} | "
+              f"{collapse} | {f['mean_hz']:.0f} / {f['silent']} / {f['saturated']} |")
     if getattr(args, "plot", None):
         plot_runs(rows, args.plot, args.window)
         print(f"wrote {args.plot}")
@@ -125,7 +126,8 @@ def plot_runs(rows: list[dict], path: str, window: int) -> None:
             y = np.asarray(r["curve"].get(key, []), dtype=float)
             if y.size >= window and np.isfinite(y).any():
                 y = np.convolve(np.nan_to_num(y, nan=0.0), kernel, mode="valid")
-                ax.plot(np.arange(window, window + y.size), y, lw=1, color=color, label=Path(r["run"]).name)
+                label = "/".join(Path(r["run"]).parts[-2:])  # folder and run: runs of several sweeps apart
+                ax.plot(np.arange(window, window + y.size), y, lw=1, color=color, label=label)
             if r.get("collapse") is not None:
                 ax.axvline(r["collapse"], color=color, ls=":", lw=1)
             ax.set(xlabel="iteration", ylabel=f"{label}\n(mean over {window} iterations)",

@@ -103,12 +103,33 @@ def find_collapse(loss, window: int = COLLAPSE_WINDOW, factor: float = COLLAPSE_
     return None
 
 
+def clipped_iterations(history: list[dict], relative: float | None, calibration=None) -> int | None:
+    """How many iterations of ``history`` the relative clip (:func:`~pcmeta.agents.eprop.clip_gradients`) cut:
+    norm above ``relative`` x the median of the previous 50 norms (of ``calibration`` before 10 are known);
+    None when the run had no relative clip."""
+    from .clipping import CLIP_CALIBRATION, CLIP_WINDOW
+
+    if relative is None:
+        return None
+    norms = np.array([x.get("grad_norm", math.nan) for x in history], dtype=float)
+    calib = np.asarray(calibration if calibration is not None else [], dtype=float)
+    calib = calib[np.isfinite(calib)]
+    count = 0
+    for i, n in enumerate(norms):
+        window = norms[max(0, i - CLIP_WINDOW):i]
+        window = window[np.isfinite(window)]
+        ref = window if window.size >= CLIP_CALIBRATION else calib
+        count += bool(ref.size and n > relative * float(np.median(ref)))
+    return count
+
+
 def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> dict[str, Any]:
     """What a meta-training run folder holds: its options, iterations done, the mean loss over windows of
     ``window`` iterations (iterations [k window, (k + 1) window)), the largest logged gradient norm and the
     firing health (:func:`~pcmeta.agents.eprop.evaluation.firing_stats`) of its current weights on
-    ``n_targets`` fixed targets (seed 0), the iteration of a collapse (:func:`find_collapse`; None) and the
-    per-iteration curves (``curve``: loss, grad_norm, reg, rate_lsg_hz)."""
+    ``n_targets`` fixed targets (seed 0), the iteration of a collapse (:func:`find_collapse`; None), the iterations
+    the relative clip cut (:func:`clipped_iterations`) and the per-iteration curves (``curve``: loss, grad_norm,
+    reg, rate_lsg_hz)."""
     p = Path(run_dir) / "checkpoint.pt"
     ck = load_checkpoint(p, "arm checkpoint", required=("params", "history"))
     h = read_history(Path(run_dir) / "history.csv") or ck["history"]  # the log: complete also for slim checkpoints
@@ -124,5 +145,6 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
             "loss_windows": windows, "loss_last": float(loss[-window:].mean()) if len(loss) else float("nan"),
             "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg),
             "collapse": find_collapse(loss),
+            "clipped": clipped_iterations(h, config.get("clip_grad_relative"), ck.get("clip_calibration")),
             "curve": {"loss": loss.tolist(), **{k: [float(x.get(k, math.nan)) for x in h]
                                                 for k in ("grad_norm", "reg", "rate_lsg_hz")}}}

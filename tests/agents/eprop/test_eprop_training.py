@@ -191,7 +191,7 @@ def test_arm_runs_summarises_meta_training_runs(tmp_path, capsys):
     assert s["config"]["voltage_reg"] == 1e-3 and s["config"]["detach_reset"] is False
     assert s["max_grad_norm"] > 0 and s["firing"]["lsg"]["neurons"] == 800
     assert len(s["curve"]["loss"]) == 4 and len(s["curve"]["grad_norm"]) == 4 and len(s["curve"]["reg"]) == 4
-    assert s["collapse"] is None and 0 < s["curve"]["rate_lsg_hz"][0] < 200
+    assert s["collapse"] is None and 0 < s["curve"]["rate_lsg_hz"][0] < 200 and 0 <= s["clipped"] <= 4
     assert main(["arm", "runs", str(tmp_path / "a"), "--window", "2", "--json", str(tmp_path / "r.json"),
                  "--plot", str(tmp_path / "runs.png")]) == 0
     assert (tmp_path / "runs.png").stat().st_size > 5000
@@ -307,3 +307,13 @@ def test_find_collapse_marks_a_lasting_jump_of_the_moving_mean_loss():
     spike[700] = 5.0  # one bad batch moves the 100-iteration mean by 0.05, not 2x
     assert eprop.find_collapse(spike) is None
     assert eprop.find_collapse([0.1] * 150) is None  # too short to tell
+
+
+def test_clipped_iterations_counts_norms_above_the_relative_limit():
+    from pcmeta.agents.eprop.checkpoints import clipped_iterations
+
+    h = [{"grad_norm": 1.0}] * 30 + [{"grad_norm": 3.5}, {"grad_norm": 2.9}]
+    assert clipped_iterations(h, 3.0) == 1 and clipped_iterations(h, None) is None
+    first = [{"grad_norm": 1e6}] + [{"grad_norm": 1.0}] * 12
+    assert clipped_iterations(first, 3.0) == 0  # no calibration known: the first 10 are not judged
+    assert clipped_iterations(first, 3.0, [1.0] * 10) == 1
