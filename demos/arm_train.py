@@ -104,14 +104,25 @@ def run_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The panels of ``pcmeta arm runs --plot``: history key, y label, log scale.
-_PANELS = (("loss", "loss (0.5 MSE omega + 0.5 MSE xyz)", True), ("grad_norm", "gradient norm before clipping", True),
-           ("rate_lsg_hz", "LSG mean rate (Hz)", False), ("reg", "rate regularisation term", True))
+#: The panels of ``pcmeta arm runs --plot``: history key, y label, log scale, moving statistic.
+_PANELS = (("loss", "loss (0.5 MSE omega + 0.5 MSE xyz)", True, "mean"),
+           ("grad_norm", "gradient norm before clipping", True, "median"),
+           ("rate_lsg_hz", "LSG mean rate (Hz)", False, "mean"), ("reg", "rate regularisation term", True, "mean"))
+
+
+def _moving(y, window: int, stat: str):
+    """The moving mean or median of ``y`` over ``window`` values (NaN as 0 for the mean)."""
+    import numpy as np
+
+    if stat == "median":
+        return np.median(np.lib.stride_tricks.sliding_window_view(y, window), axis=1)
+    return np.convolve(np.nan_to_num(y, nan=0.0), np.ones(window) / window, mode="valid")
 
 
 def plot_runs(rows: list[dict], path: str, window: int) -> None:
-    """Loss, gradient norm, the LSG's mean rate and the rate regularisation per iteration (moving mean over
-    ``window``) of several runs, side by side; a collapse (:func:`~pcmeta.agents.eprop.find_collapse`) is marked."""
+    """Loss, gradient norm (moving median: outliers of 10^6 and more), the LSG's mean rate and the rate
+    regularisation per iteration (moving mean over ``window``) of several runs, side by side; a collapse
+    (:func:`~pcmeta.agents.eprop.find_collapse`) is marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,18 +130,16 @@ def plot_runs(rows: list[dict], path: str, window: int) -> None:
     import numpy as np
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    kernel = np.ones(window) / window
     for n, r in enumerate(rows):
-        color = f"C{n % 10}"
-        for ax, (key, label, log) in zip(axes.flat, _PANELS):
+        color, name = f"C{n % 10}", "/".join(Path(r["run"]).parts[-2:])  # folder and run: sweeps apart
+        for ax, (key, label, log, stat) in zip(axes.flat, _PANELS):
             y = np.asarray(r["curve"].get(key, []), dtype=float)
             if y.size >= window and np.isfinite(y).any():
-                y = np.convolve(np.nan_to_num(y, nan=0.0), kernel, mode="valid")
-                label = "/".join(Path(r["run"]).parts[-2:])  # folder and run: runs of several sweeps apart
-                ax.plot(np.arange(window, window + y.size), y, lw=1, color=color, label=label)
+                y = _moving(y, window, stat)
+                ax.plot(np.arange(window, window + y.size), y, lw=1, color=color, label=name)
             if r.get("collapse") is not None:
                 ax.axvline(r["collapse"], color=color, ls=":", lw=1)
-            ax.set(xlabel="iteration", ylabel=f"{label}\n(mean over {window} iterations)",
+            ax.set(xlabel="iteration", ylabel=f"{label}\n(moving {stat} over {window} iterations)",
                    yscale="log" if log else "linear")
     axes[0, 0].set_title("meta-training loss (dotted: collapse)")
     axes[0, 0].legend(fontsize=7)
