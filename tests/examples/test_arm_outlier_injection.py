@@ -1,28 +1,19 @@
 """examples/arm_outlier_injection.py: the outlier reaches the step unclipped in one copy and is cut to 3x the
 median norm in the other, and the run folder it reads is left as it was."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from pcmeta.agents import eprop
 from pcmeta.agents.eprop.checkpoints import read_history
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "arm_outlier_injection.py"
 
 
-def _example():
-    spec = importlib.util.spec_from_file_location("arm_outlier_injection", EXAMPLE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
-
-def test_outlier_injection_continues_two_copies(tmp_path, capsys):
+def test_outlier_injection_continues_two_copies(tmp_path, capsys, load_example):
     run = tmp_path / "run"
     eprop.meta_train(run, 12, batch=1, checkpoint_every=6, seed=1, progress=False)
     before = (run / "checkpoint.pt").read_bytes()
-    mod = _example()
+    mod = load_example("arm_outlier_injection")
     assert mod.main(["--run", str(run), "--out", str(tmp_path / "out"), "--iterations", "21"]) == 0
     assert (run / "checkpoint.pt").read_bytes() == before
     noclip = read_history(tmp_path / "out" / "noclip" / "history.csv")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import os
 from pathlib import Path
@@ -11,7 +10,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "examples" / "cnn_on_pcm.py"
 
 
 def _data_dir() -> Path:
@@ -21,15 +19,9 @@ def _data_dir() -> Path:
     return d
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("cnn_on_pcm", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
-
-def test_quick_run_writes_csv_png_and_resumes(tmp_path, capsys):
-    data, script = _data_dir(), _script()
+def test_quick_run_writes_csv_png_and_resumes(tmp_path, capsys, load_example):
+    data, script = _data_dir(), load_example("cnn_on_pcm")
     out = tmp_path / "cnn"
     n = torch.get_num_threads()
     try:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,18 +12,11 @@ import torch
 pytest.importorskip("stable_baselines3")
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "examples" / "ppo_on_pcm.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("ppo_on_pcm", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
-
-def test_quick_run_writes_csv_png_and_resumes(tmp_path, capsys):
-    script = _script()
+def test_quick_run_writes_csv_png_and_resumes(tmp_path, capsys, load_example):
+    script = load_example("ppo_on_pcm")
     out = tmp_path / "ppo"
     n = torch.get_num_threads()
     try:
