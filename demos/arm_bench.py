@@ -55,7 +55,10 @@ def _brian2_episode(args: argparse.Namespace, figs: dict[str, Any], clock, x_lsg
 
 
 def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
+    """One meta-training iteration (forward + BPTT) under the default recipe's loss settings, alternating with the
+    per-step autograd reference path and with the voltage regularisation off (its cost)."""
     import numpy as np
+    import torch
 
     from pcmeta.agents import eprop
     from pcmeta.agents.eprop.network import per_step_autograd
@@ -63,24 +66,33 @@ def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
 
     params = {k: v.clone().requires_grad_(True) for k, v in eprop.load_weights(args.weights).items()}
     tg = traj.sample_targets(args.train_batch, rng=1)
+    batch = eprop.target_tensors(tg)
+    clock = torch.as_tensor(traj.clock_input(batch["xyz"].shape[1]), dtype=torch.float32)
+    o = eprop.MetaTrainOptions()
 
-    def iteration(_k: int) -> None:
-        loss, _ = eprop.meta_loss(params, tg)
+    def iteration(voltage_reg: float) -> None:
+        loss, _ = eprop.meta_loss_tensors(params, clock, batch, robot=tg.robot, detach_reset=o.detach_reset,
+                                          threshold_gradient=o.threshold_gradient, voltage_reg=voltage_reg)
         loss.backward()
 
-    fast, per_step = [], []
-    for _ in range(args.train_iters):  # the two paths alternate, so that both see the same machine load
-        fast.append(_median_s(iteration, 1))
+    fast, per_step, no_vreg = [], [], []
+    for _ in range(args.train_iters):  # the variants alternate, so that all see the same machine load
+        fast.append(_median_s(lambda _k: iteration(o.voltage_reg), 1))
         with per_step_autograd():
-            per_step.append(_median_s(iteration, 1))
+            per_step.append(_median_s(lambda _k: iteration(o.voltage_reg), 1))
+        no_vreg.append(_median_s(lambda _k: iteration(0.0), 1))
     figs["train_iter_s"], figs["train_iter_per_step_autograd_s"] = float(np.median(fast)), float(np.median(per_step))
+    figs["train_iter_no_voltage_reg_s"] = float(np.median(no_vreg))
     figs["train_iters_per_s"] = 1.0 / figs["train_iter_s"]
     figs["train_batch"] = args.train_batch
-    print(f"torch meta-training (batch {args.train_batch}, forward + BPTT):   {figs['train_iters_per_s']:.4f} it/s "
-          f"({figs['train_iter_s']:.1f} s per iteration, {args.threads} thread(s))")
+    print(f"torch meta-training (batch {args.train_batch}, forward + BPTT, the default recipe's loss):   "
+          f"{figs['train_iters_per_s']:.4f} it/s ({figs['train_iter_s']:.1f} s per iteration, {args.threads} thread(s))")
     ref = figs["train_iter_per_step_autograd_s"]
     print(f"  the same with per-step autograd of W_rec (the reference path): {ref:.1f} s per iteration, "
           f"{ref / figs['train_iter_s']:.2f}x the time")
+    nv = figs["train_iter_no_voltage_reg_s"]
+    print(f"  the same without the voltage regularisation (--voltage-reg 0): {nv:.1f} s per iteration, "
+          f"{nv / figs['train_iter_s']:.2f}x the time")
 
 
 def run(args: argparse.Namespace) -> int:

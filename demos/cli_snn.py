@@ -85,6 +85,9 @@ def _register_train(groups) -> None:
     t.add_argument("--clip-grad-relative", type=_relative_clip, default=3.0, metavar="K|off",
                    help="scale the gradient down to K x the median norm of the last 50 iterations (default 3: cuts "
                         "only outliers, which began the collapses of earlier runs; 'off': no relative clip)")
+    t.add_argument("--skip-grad-relative", type=_relative_clip, default=10.0, metavar="K|off",
+                   help="take no step for a gradient above K x the same median norm (default 10: such outliers came "
+                        "from a few tasks whose BPTT through the LSG exploded; 'off': always step)")
     t.add_argument("--readout-lr-factor", type=float, default=None,
                    help="lr factor of the learning network's readout W_out_trainee (default 1: one lr for all, as "
                         "the authors; its weights are 20-50x smaller than the others', e.g. 0.25 slows it down)")
@@ -94,9 +97,9 @@ def _register_train(groups) -> None:
     t.add_argument("--trainee-noise", choices=["none", "authors"], default="none",
                    help="the learning network during meta-training: float weights (none) or the PCM model of the "
                         "authors' training code (authors: programming/drift/read noise, update rounded to 1/16)")
-    t.add_argument("--voltage-reg", type=float, default=0.0,
+    t.add_argument("--voltage-reg", type=float, default=1e-3,
                    help="factor of the voltage regularisation that keeps neurons from going silent or saturated "
-                        "for good (default 0: SPEC's recipe; e.g. 1e-3)")
+                        "for good (default 1e-3; 0: off, SPEC's recipe)")
     t.add_argument("--threshold-gradient", action=argparse.BooleanOptionalAction, default=False,
                    help="let the spike function's gradient reach the LSG's adaptive thresholds (through the 600-ms "
                         "adaptation variable); default off, as the authors' code. Forward values are the same")
@@ -166,7 +169,7 @@ def _register_bench(groups) -> None:
 
 # ------------------------------------------------------------------ handlers (heavy imports inside)
 def _relative_clip(text: str) -> float | None:
-    """``--clip-grad-relative``: 'off' (None) or a number >= 1."""
+    """``--clip-grad-relative`` / ``--skip-grad-relative``: 'off' (None) or a number >= 1."""
     if text.strip().lower() in ("off", "none"):
         return None
     try:

@@ -1,9 +1,9 @@
-"""Does ONE outlier gradient make arm meta-training collapse, and does the relative clip stop it?
+"""Does ONE outlier gradient make arm meta-training collapse, and do the relative clip and the skip stop it?
 
-Copies a `pcmeta arm train` run's checkpoint twice, multiplies the gradient of the next iteration by
-``--factor`` (35: the outlier that began the collapse of an earlier seed-0 GPU run), and continues both copies
-for ``--iterations`` on the run's own targets: one without any clip, one with the default relative clip (3x the
-median norm of the last 50 iterations). The run folder itself is not touched; its own continuation (if it went on)
+Copies a `pcmeta arm train` run's checkpoint three times, multiplies the gradient of the next iteration by
+``--factor`` (35: the outlier that began the collapse of an earlier seed-0 GPU run), and continues the copies
+for ``--iterations`` on the run's own targets: one without any clip, one with the relative clip alone (3x the
+median norm of the last 50 iterations), one with the default (that clip, and no step above 10x the median). The run folder itself is not touched; its own continuation (if it went on)
 is the curve without the outlier. Prints the loss, the LSG's rate and the rate term after the outlier:
 
     python examples/arm_outlier_injection.py --run runs/arm_seeds/s1 --out runs/outlier_s1 --iterations 40
@@ -31,9 +31,10 @@ _KEEP = ("batch", "lr", "lr_decay", "decay_every", "seed", "clean_code", "clip_g
          "detach_reset", "trainee_noise", "voltage_reg", "threshold_gradient")
 
 
-def continue_with_outlier(run: Path, out: Path, factor: float, iterations: int, relative: float | None) -> list[dict]:
-    """A copy of ``run`` continued ``iterations`` with its next gradient x ``factor`` and the relative clip
-    ``relative`` (None: off); returns the copy's per-iteration history after the outlier."""
+def continue_with_outlier(run: Path, out: Path, factor: float, iterations: int, relative: float | None,
+                          skip: float | None = None) -> list[dict]:
+    """A copy of ``run`` continued ``iterations`` with its next gradient x ``factor``, the relative clip
+    ``relative`` and the skip ``skip`` (None: off); returns the copy's per-iteration history after the outlier."""
     start = int(read_checkpoint(run / "checkpoint.pt")["iteration"])
     done = [h for h in read_history(out / "history.csv") if h["iteration"] >= start] if out.is_dir() else []
     if len(done) >= iterations:  # this copy ran before (the command was rerun): its rows
@@ -57,6 +58,7 @@ def continue_with_outlier(run: Path, out: Path, factor: float, iterations: int, 
     try:
         res = eprop.meta_train(out, start + iterations, resume=True, allow_changed_settings=True, progress=False,
                                checkpoint_every=iterations, slim_checkpoint=True, clip_grad_relative=relative,
+                               skip_grad_relative=skip,
                                **{k: config[k] for k in _KEEP if k in config})
     finally:
         training.clip_gradients = original
@@ -87,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     run, out = Path(args.run), Path(args.out)
     start = int(read_checkpoint(run / "checkpoint.pt")["iteration"])
     rows = {}
-    for name, rel in ((f"x{args.factor:g} outlier, no clip", None),
-                      (f"x{args.factor:g} outlier, relative clip 3", training.CLIP_GRAD_RELATIVE)):
-        rows[name] = continue_with_outlier(run, out / ("clip" if rel else "noclip"), args.factor, args.iterations,
-                                           rel)
+    rel, skip = training.CLIP_GRAD_RELATIVE, training.SKIP_GRAD_RELATIVE
+    for name, folder, limits in ((f"x{args.factor:g} outlier, no clip", "noclip", (None, None)),
+                                 (f"x{args.factor:g} outlier, relative clip {rel:g}", "clip", (rel, None)),
+                                 (f"x{args.factor:g} outlier, clip {rel:g} + skip {skip:g} (default)", "skip",
+                                  (rel, skip))):
+        rows[name] = continue_with_outlier(run, out / folder, args.factor, args.iterations, *limits)
     ref = Path(args.compare) if args.compare else run  # read now: a live run has gone on meanwhile
     own = [h for h in read_history(ref / "history.csv") if start <= h["iteration"] < start + args.iterations]
     if len(own) == args.iterations:

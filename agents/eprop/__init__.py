@@ -42,7 +42,7 @@ from .losses import (META_FIGURES, arm_losses, arm_losses_tensors, meta_loss, me
                      rate_regularization, voltage_regularization)
 from .network import SNNRecord, leaky_filter, no_diag, reference_step, run_snn, spike_fn
 from .rule import eprop_update, round_to_grid, traces
-from .clipping import CLIP_GRAD_RELATIVE, clip_gradients
+from .clipping import CLIP_GRAD_RELATIVE, SKIP_GRAD_RELATIVE, clip_gradients
 from .training import READOUT_LR_FACTOR, MetaTrainOptions, meta_train
 from .weights import SHIPPED_WEIGHTS, init_params, load_weights, save_weights_npz
 
@@ -54,6 +54,6 @@ __all__ = [
     "arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "meta_loss",
     "meta_loss_tensors", "META_FIGURES", "LearnerPlacement", "EpropLearner", "Brian2OneShot",
     "evaluate", "evaluate_brian2", "summarize", "firing_stats", "meta_train", "MetaTrainOptions",
-    "READOUT_LR_FACTOR", "CLIP_GRAD_RELATIVE", "clip_gradients", "load_checkpoint_params", "run_summary",
+    "READOUT_LR_FACTOR", "CLIP_GRAD_RELATIVE", "SKIP_GRAD_RELATIVE", "clip_gradients", "load_checkpoint_params", "run_summary",
     "find_collapse", "chip_seed", "EpropAgent",
 ]

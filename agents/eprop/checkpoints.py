@@ -104,9 +104,9 @@ def find_collapse(loss, window: int = COLLAPSE_WINDOW, factor: float = COLLAPSE_
 
 
 def clipped_iterations(history: list[dict], relative: float | None, calibration=None) -> int | None:
-    """How many iterations of ``history`` the relative clip (:func:`~pcmeta.agents.eprop.clip_gradients`) cut:
-    norm above ``relative`` x the median of the previous 50 norms (of ``calibration`` before 10 are known);
-    None when the run had no relative clip."""
+    """How many iterations of ``history`` the relative clip (:func:`~pcmeta.agents.eprop.clip_gradients`) cut (or,
+    given ``skip_grad_relative``, skipped): norm above ``relative`` x the median of the previous 50 norms (of
+    ``calibration`` before 10 are known); None when the run had no relative clip (no skip)."""
     from .clipping import CLIP_CALIBRATION, CLIP_WINDOW
 
     if relative is None:
@@ -128,7 +128,7 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     ``window`` iterations (iterations [k window, (k + 1) window)), the largest logged gradient norm and the
     firing health (:func:`~pcmeta.agents.eprop.evaluation.firing_stats`) of its current weights on
     ``n_targets`` fixed targets (seed 0), the iteration of a collapse (:func:`find_collapse`; None), the iterations
-    the relative clip cut (:func:`clipped_iterations`) and the per-iteration curves (``curve``: loss, grad_norm,
+    the relative clip cut and skipped (:func:`clipped_iterations`) and the per-iteration curves (``curve``: loss, grad_norm,
     reg, rate_lsg_hz)."""
     p = Path(run_dir) / "checkpoint.pt"
     ck = load_checkpoint(p, "arm checkpoint", required=("params", "history"))
@@ -140,11 +140,13 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     params = {k: ck["params"][k].float() for k in PARAM_KEYS}
     # runs from before an option ran with what is now its non-default value or its old default
     config = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "clip_grad_relative": None,
-              "voltage_reg": 0.0, "trainee_noise": "none", "threshold_gradient": True, **dict(ck.get("config", {}))}
+              "skip_grad_relative": None, "voltage_reg": 0.0, "trainee_noise": "none", "threshold_gradient": True,
+              **dict(ck.get("config", {}))}
     return {"run": str(run_dir), "config": config, "iterations": int(ck["iteration"]), "best": ck.get("best", {}),
             "loss_windows": windows, "loss_last": float(loss[-window:].mean()) if len(loss) else float("nan"),
             "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg),
             "collapse": find_collapse(loss),
             "clipped": clipped_iterations(h, config.get("clip_grad_relative"), ck.get("clip_calibration")),
+            "skipped": clipped_iterations(h, config.get("skip_grad_relative"), ck.get("clip_calibration")),
             "curve": {"loss": loss.tolist(), **{k: [float(x.get(k, math.nan)) for x in h]
                                                 for k in ("grad_norm", "reg", "rate_lsg_hz")}}}

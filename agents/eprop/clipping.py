@@ -6,8 +6,11 @@ typical norm, which changes along a run; an outlier matters twice: its step (Ada
 second moment, which decays by 0.1 % per iteration, so a 10^6 outlier slows every weight it touched ~10^3 x for
 thousands of iterations. :func:`clip_gradients` scales a gradient down to K x the median norm of the last
 :data:`CLIP_WINDOW` iterations; before a new run's first step the norms of :data:`CLIP_CALIBRATION` batches at the
-initial weights stand in for that window (the first gradient can be the outlier). docs/arm-training.md has the
-runs behind it.
+initial weights stand in for that window (the first gradient can be the outlier). A gradient above
+:data:`SKIP_GRAD_RELATIVE` x that median is not taken at all (no Adam step): in the runs of docs/arm-training.md
+such outliers came from one or a few of the batch's tasks whose BPTT through the LSG exploded (their LSG input
+gradient 10^3-10^4 x the others'), so even scaled down the step points where those tasks' explosion does, and
+some seeds met one every ~5 iterations. docs/arm-training.md has the runs behind it.
 """
 from __future__ import annotations
 
@@ -15,11 +18,13 @@ import math
 
 import torch
 
-__all__ = ["CLIP_GRAD_RELATIVE", "CLIP_WINDOW", "CLIP_CALIBRATION", "clip_gradients", "gradient_norm",
-           "restore_window"]
+__all__ = ["CLIP_GRAD_RELATIVE", "SKIP_GRAD_RELATIVE", "CLIP_WINDOW", "CLIP_CALIBRATION", "clip_gradients",
+           "gradient_norm", "restore_window"]
 
 #: Default of ``clip_grad_relative``: 3x the median norm (healthy runs stay within ~3x their median).
 CLIP_GRAD_RELATIVE = 3.0
+#: Default of ``skip_grad_relative``: no step for a gradient above 10x the median norm (see the module's text).
+SKIP_GRAD_RELATIVE = 10.0
 #: Iterations whose gradient norms (before clipping) set the limit; it uses them once this many are known.
 CLIP_WINDOW = 50
 #: Batches whose norms at the initial weights set the limit until :data:`CLIP_CALIBRATION` norms are known.
@@ -31,29 +36,36 @@ def gradient_norm(grads: list[torch.Tensor | None]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None]))
 
 
+def median_norm(norms: torch.Tensor, calibration: torch.Tensor | None, dtype) -> torch.Tensor:
+    """The reference of the relative limits: the median of the finite entries of ``norms`` once
+    :data:`CLIP_CALIBRATION` of them are known, else of ``calibration``'s; inf when that is None or unknown too."""
+    inf = torch.full((), math.inf, dtype=dtype, device=norms.device)
+    start = inf if calibration is None else torch.nanmedian(calibration).to(dtype)
+    start = torch.where(torch.isfinite(start), start, inf)
+    return torch.where(torch.isfinite(norms).sum() >= CLIP_CALIBRATION, torch.nanmedian(norms).to(dtype), start)
+
+
 def clip_gradients(grads: list[torch.Tensor | None], norms: torch.Tensor, it: int, max_norm: float | None,
-                   relative: float | None, calibration: torch.Tensor | None = None) -> torch.Tensor:
-    """Scale ``grads`` (in place, all together) down to the L2 norm ``max_norm`` and to ``relative`` x the median of
-    the finite entries of ``norms`` (norms before clipping of earlier iterations, one slot per iteration mod its
-    length), or, while fewer than :data:`CLIP_CALIBRATION` of them are known, of ``calibration`` (no relative
-    limit when that is None or unknown too); None switches a limit off. Writes this iteration's norm into
+                   relative: float | None, calibration: torch.Tensor | None = None,
+                   skip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale ``grads`` (in place, all together) down to the L2 norm ``max_norm`` and to ``relative`` x the
+    reference norm (:func:`median_norm` of ``norms``, the norms before clipping of earlier iterations, one slot per
+    iteration mod its length, or of ``calibration``); to 0 when the norm is above ``skip`` x the reference (the
+    caller then takes no step). None switches a limit off. Writes this iteration's norm into
     ``norms[it % len(norms)]``. Runs on the gradients' device without synchronising. Returns the norm before
-    clipping (a 0-d tensor)."""
+    clipping and whether the gradient is to be skipped (0-d tensors)."""
     grads = [g for g in grads if g is not None]
     norm = gradient_norm(grads)
     limit = torch.full((), math.inf if max_norm is None else max_norm, dtype=norm.dtype, device=norm.device)
+    ref = median_norm(norms, calibration, norm.dtype)
     if relative is not None:
-        inf = torch.full_like(limit, math.inf)
-        start = inf if calibration is None else relative * torch.nanmedian(calibration).to(norm.dtype)
-        start = torch.where(torch.isfinite(start), start, inf)
-        rel = torch.where(torch.isfinite(norms).sum() >= CLIP_CALIBRATION,
-                          relative * torch.nanmedian(norms).to(norm.dtype), start)
-        limit = torch.minimum(limit, rel)
-    coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
+        limit = torch.minimum(limit, relative * ref)
+    skipped = (norm > skip * ref) if skip is not None else torch.zeros((), dtype=torch.bool, device=norm.device)
+    coef = torch.where(skipped, torch.zeros_like(norm), torch.clamp(limit / (norm + 1e-6), max=1.0))
     for g in grads:
         g.mul_(coef.to(g.dtype))
     norms[it % norms.numel()] = norm.detach().to(norms.dtype)
-    return norm
+    return norm, skipped
 
 
 def restore_window(ck: dict | None, history: list[dict], start: int, dtype, dev) -> tuple[torch.Tensor, torch.Tensor]:

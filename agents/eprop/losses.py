@@ -11,8 +11,13 @@ from pcmeta.tasks import trajectories as traj
 from .config import ETA, LEARNER, LSG, SNNConfig
 from .episode import one_shot_episode, target_tensors
 
-__all__ = ["arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "meta_loss",
+__all__ = ["arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "VOLTAGE_REG", "meta_loss",
            "meta_loss_tensors", "META_FIGURES"]
+
+#: Default factor of :func:`voltage_regularization` in arm meta-training (``voltage_reg``; SPEC's recipe has none):
+#: with it, the CPU run of the seed whose LSG had 307 silent neurons kept its rate term at ~0.02 and its median
+#: gradient norm at ~0.8-1.0 over 300 iterations (without: 0.03-0.05 and 1.3-2.1; docs/arm-training.md).
+VOLTAGE_REG = 1e-3
 
 #: the figures :func:`meta_loss_tensors` reports (in this order in meta_train's history)
 META_FIGURES = ("loss", "mse_omega", "mse_xyz", "reg", "rate_lsg_hz", "rate_learner_hz")

@@ -22,10 +22,11 @@ from pcmeta.runs import check_checkpoint_finite, check_finite, check_settings, k
 from pcmeta.tasks import trajectories as traj
 
 from .checkpoints import append_history, atomic_save, trim_history
-from .clipping import CLIP_CALIBRATION, CLIP_GRAD_RELATIVE, clip_gradients, gradient_norm, restore_window
+from .clipping import (CLIP_CALIBRATION, CLIP_GRAD_RELATIVE, SKIP_GRAD_RELATIVE, clip_gradients, gradient_norm,
+                       restore_window)
 from .config import PARAM_KEYS, TRAINEE_NOISE
 from .episode import target_tensors
-from .losses import META_FIGURES, meta_loss_tensors
+from .losses import META_FIGURES, VOLTAGE_REG, meta_loss_tensors
 from .weights import init_params, load_weights, save_weights_npz
 
 __all__ = ["MetaTrainOptions", "meta_train", "READOUT_LR_FACTOR", "RUN_FILES", "RUN_SETTINGS"]
@@ -37,11 +38,11 @@ _OLD_TEMPORARIES = ("weights.npz.tmp.npz", "best.npz.tmp.npz")
 #: The options a resumed run must keep (the checkpoint's ``config``); the others (iterations, checkpoint_every,
 #: device, cuda_graph, progress, time_limit_s, best_window) may change.
 RUN_SETTINGS = ("batch", "lr", "lr_decay", "decay_every", "seed", "clean_code", "clip_grad_norm",
-                "clip_grad_relative", "readout_lr_factor", "detach_reset", "trainee_noise", "voltage_reg",
+                "clip_grad_relative", "skip_grad_relative", "readout_lr_factor", "detach_reset", "trainee_noise", "voltage_reg",
                 "threshold_gradient")
 #: A setting's value in runs from before the setting existed (their behaviour then).
 _OLD_RUN_VALUES = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "clip_grad_relative": None,
-                   "voltage_reg": 0.0,
+                   "skip_grad_relative": None, "voltage_reg": 0.0,
                    "trainee_noise": "none", "threshold_gradient": True}
 
 #: Default lr factor of the learning network's readout in :func:`meta_train`: 1, one lr for every matrix as
@@ -88,6 +89,10 @@ class MetaTrainOptions:
             before a new run's first step); None: off; default 3 (:mod:`~pcmeta.agents.eprop.clipping` says why:
             an outlier gradient began the collapses of earlier runs, and one at the first step froze a seed's LSG
             in Adam's second moment). With ``clip_grad_norm`` too, the lower limit applies.
+        skip_grad_relative: take no Adam step for a gradient above this many times the same median norm (None:
+            off; default 10, :data:`~pcmeta.agents.eprop.clipping.SKIP_GRAD_RELATIVE`): such outliers came from a
+            few tasks whose BPTT through the LSG exploded, and scaled down they still point where those go. The
+            median window holds skipped norms too, so a lasting rise of the norm is followed after ~25 iterations.
         readout_lr_factor: the lr of the learning network's readout ``W_out_trainee`` is ``lr *
             readout_lr_factor`` (default :data:`READOUT_LR_FACTOR` = 1: one lr for all, as the authors). Its
             weights are ~0.003-0.01, 20-50x smaller than the other matrices', so a full-lr Adam step moves them
@@ -99,9 +104,9 @@ class MetaTrainOptions:
             models PCM (see :func:`~pcmeta.agents.eprop.episode.one_shot_episode`); the noise comes from
             torch's global RNG, re-seeded from (seed, iteration) before every eager iteration so that a resumed
             run draws the same noise (CUDA-graph replays draw fresh noise from the device generator instead).
-        voltage_reg: factor of :func:`~pcmeta.agents.eprop.losses.voltage_regularization` in the loss (0: off,
-            SPEC's recipe); it keeps neurons from going silent or saturated for good, which the rate
-            regularisation cannot undo.
+        voltage_reg: factor of :func:`~pcmeta.agents.eprop.losses.voltage_regularization` in the loss (default
+            :data:`~pcmeta.agents.eprop.losses.VOLTAGE_REG` = 1e-3; 0: off, SPEC's recipe); it keeps neurons from
+            going silent or saturated for good, which the rate regularisation cannot undo.
         threshold_gradient: let the spike function's gradient reach the LSG's adaptive thresholds (see
             :func:`~pcmeta.agents.eprop.network.run_snn`); default False, as the authors' code (the path through
             the 600-ms adaptation variable made the gradient 4.6-9x larger at the checkpoints of three CPU runs
@@ -137,10 +142,11 @@ class MetaTrainOptions:
     cuda_graph: bool | None = None
     clip_grad_norm: float | None = None
     clip_grad_relative: float | None = CLIP_GRAD_RELATIVE
+    skip_grad_relative: float | None = SKIP_GRAD_RELATIVE
     readout_lr_factor: float | None = None
     detach_reset: bool = False
     trainee_noise: str = "none"
-    voltage_reg: float = 0.0
+    voltage_reg: float = VOLTAGE_REG
     threshold_gradient: bool = False
     best_window: int = 25
     slim_checkpoint: bool = False
@@ -298,7 +304,7 @@ class _MetaRun:
         o = self.o
         config = {"batch": o.batch, "lr": o.lr, "lr_decay": o.lr_decay, "decay_every": o.decay_every,
                   "seed": o.seed, "init": o.init, "clean_code": o.clean_code, "clip_grad_norm": o.clip_grad_norm,
-                  "clip_grad_relative": o.clip_grad_relative,
+                  "clip_grad_relative": o.clip_grad_relative, "skip_grad_relative": o.skip_grad_relative,
                   "readout_lr_factor": o.readout_lr_factor, "detach_reset": o.detach_reset,
                   "trainee_noise": o.trainee_noise, "voltage_reg": o.voltage_reg,
                   "threshold_gradient": o.threshold_gradient}
@@ -385,14 +391,16 @@ class _MetaRun:
         self.opt.zero_grad(set_to_none=True)
 
     def step(self, it: int, robot: str, b: dict[str, torch.Tensor]) -> None:
-        """One iteration: forward + backward, the clip, Adam, lr schedule."""
+        """One iteration: forward + backward, the clip, Adam (no step for a skipped gradient), lr schedule."""
         figs = self.backward(it, robot, b)
-        gnorm = clip_gradients([self.params[k].grad for k in PARAM_KEYS], self.clip_norms, it,
-                               self.o.clip_grad_norm, self.o.clip_grad_relative, self.clip_calibration)
+        gnorm, skipped = clip_gradients([self.params[k].grad for k in PARAM_KEYS], self.clip_norms, it,
+                               self.o.clip_grad_norm, self.o.clip_grad_relative, self.clip_calibration,
+                               self.o.skip_grad_relative)
         eager = self.graph is None  # (the graph path checks its figures when they reach the CPU, in flush)
         if eager:
             self.check(it + 1, figs["loss"].detach(), gnorm.detach())
-        self.opt.step()
+        if self.o.skip_grad_relative is None or not bool(skipped):  # (on CUDA, bool() waits for the norm)
+            self.opt.step()
         self.sched.step()
         if eager:
             self.check_params(it + 1)
@@ -409,7 +417,7 @@ class _MetaRun:
         """The loop from the start iteration to ``iterations`` (or the time limit); returns iterations done."""
         o, start, iterations = self.o, self.start, self.iterations
         nxt = self.draw(start) if start < iterations else None
-        if start == 0 and nxt is not None and o.clip_grad_relative is not None:
+        if start == 0 and nxt is not None and (o.clip_grad_relative, o.skip_grad_relative) != (None, None):
             self.calibrate()
         if o.cuda_graph and nxt is not None:
             self.capture(*nxt)
@@ -459,6 +467,9 @@ def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> lis
     if o.clip_grad_relative is not None and not (o.clip_grad_relative >= 1 and math.isfinite(o.clip_grad_relative)):
         raise ValueError(f"clip_grad_relative must be None (off) or a finite number >= 1 (times the median gradient "
                          f"norm), got {o.clip_grad_relative!r}")
+    if o.skip_grad_relative is not None and not (o.skip_grad_relative >= 1 and math.isfinite(o.skip_grad_relative)):
+        raise ValueError(f"skip_grad_relative must be None (off) or a finite number >= 1 (times the median gradient "
+                         f"norm), got {o.skip_grad_relative!r}")
     if not (o.voltage_reg >= 0 and math.isfinite(o.voltage_reg)):
         raise ValueError(f"voltage_reg must be a finite number >= 0, got {o.voltage_reg!r}")
     if not (o.readout_lr_factor > 0 and math.isfinite(o.readout_lr_factor)):

@@ -98,3 +98,15 @@ def test_arm_demo_runs_headless(tmp_path, capsys):
     assert d["deployment"]["name"] == "pcm" and d["command"].startswith("pcmeta arm demo")
     assert d["mse_xyz_test"] < 0.3 * d["mse_xyz_demo"]
     assert "test (after ONE update)" in capsys.readouterr().out
+
+
+def test_bench_snn_times_the_default_recipe_and_its_variants(tmp_path, capsys):
+    """`pcmeta bench snn` times a meta-training iteration under the default recipe's loss, the per-step autograd
+    reference and the same without the voltage regularisation, side by side."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "snn", "--episodes", "1", "--train-batch", "1", "--train-iters", "1",
+                 "--json", str(out)]) == 0
+    figs = json.loads(out.read_text())
+    for k in ("train_iter_s", "train_iter_per_step_autograd_s", "train_iter_no_voltage_reg_s"):
+        assert figs[k] > 0, k
+    assert "without the voltage regularisation (--voltage-reg 0)" in capsys.readouterr().out

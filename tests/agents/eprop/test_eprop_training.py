@@ -230,13 +230,13 @@ def test_clip_gradients_cuts_outliers_relative_to_the_median_norm():
 
     norms = torch.full((CLIP_WINDOW,), math.nan)
     g = [torch.tensor([6.0, 8.0]), None]  # norm 10
-    assert float(clip_gradients(g, norms, 0, None, 3.0)) == pytest.approx(10.0)
+    assert float(clip_gradients(g, norms, 0, None, 3.0)[0]) == pytest.approx(10.0)
     assert torch.equal(g[0], torch.tensor([6.0, 8.0]))  # fewer than 10 norms known: no relative limit yet
     assert float(norms[0]) == pytest.approx(10.0)
     norms[:] = 1.0
     norms[:5] = 100.0  # a few outliers do not move the median
     g = [torch.tensor([6.0, 8.0])]
-    assert float(clip_gradients(g, norms, 57, None, 3.0)) == pytest.approx(10.0)
+    assert float(clip_gradients(g, norms, 57, None, 3.0)[0]) == pytest.approx(10.0)
     assert float(g[0].norm()) == pytest.approx(3.0, rel=1e-5) and float(norms[57 % CLIP_WINDOW]) == pytest.approx(10.0)
     g = [torch.tensor([1.2, 1.6])]  # norm 2 <= 3 x median: untouched
     clip_gradients(g, norms, 58, None, 3.0)
@@ -250,12 +250,21 @@ def test_clip_gradients_cuts_outliers_relative_to_the_median_norm():
     # before 10 norms are known, the calibration norms (measured at the initial weights) set the limit
     fresh, calibration = torch.full((CLIP_WINDOW,), math.nan), torch.tensor([1.0] * 9 + [1e6])
     g = [torch.tensor([6.0e5, 8.0e5])]  # a first gradient of norm 1e6
-    assert float(clip_gradients(g, fresh, 0, None, 3.0, calibration)) == pytest.approx(1e6)
+    assert float(clip_gradients(g, fresh, 0, None, 3.0, calibration)[0]) == pytest.approx(1e6)
     assert float(g[0].norm()) == pytest.approx(3.0, rel=1e-5)
     fresh[:10] = 100.0  # ten known: the window's median from here on
     g = [torch.tensor([6.0, 8.0])]
     clip_gradients(g, fresh, 10, None, 3.0, calibration)
     assert torch.equal(g[0], torch.tensor([6.0, 8.0]))
+    # above skip x the median: zeroed and flagged (the caller takes no step); below it: clipped, not flagged
+    norms[:] = 1.0
+    g = [torch.tensor([6.0, 8.0])]
+    norm, skipped = clip_gradients(g, norms, 61, None, 3.0, None, 5.0)
+    assert float(norm) == pytest.approx(10.0) and bool(skipped) and not g[0].any()
+    assert float(norms[61 % CLIP_WINDOW]) == pytest.approx(10.0)  # the skipped norm enters the window
+    g = [torch.tensor([2.4, 3.2])]  # norm 4: clipped to 3, not skipped
+    assert not bool(clip_gradients(g, norms, 62, None, 3.0, None, 5.0)[1])
+    assert float(g[0].norm()) == pytest.approx(3.0, rel=1e-5)
 
 
 def test_relative_clip_is_the_default_and_resumes_exactly(tmp_path):
@@ -269,10 +278,11 @@ def test_relative_clip_is_the_default_and_resumes_exactly(tmp_path):
     pa = eprop.load_checkpoint_params(tmp_path / "a" / "checkpoint.pt")
     pb = eprop.load_checkpoint_params(tmp_path / "b" / "checkpoint.pt")
     assert all(torch.equal(pa[k], pb[k]) for k in eprop.PARAM_KEYS)
-    off = eprop.meta_train(tmp_path / "off", 13, **{**kw, "clip_grad_relative": None})
+    off = eprop.meta_train(tmp_path / "off", 13, **{**kw, "clip_grad_relative": None, "skip_grad_relative": None})
     assert [h["loss"] for h in off["history"][:11]] == [h["loss"] for h in a["history"][:11]]
     assert off["history"][12]["loss"] != a["history"][12]["loss"]  # the clip acted from iteration 10 on
-    assert eprop.MetaTrainOptions().clip_grad_relative == 3.0
+    o = eprop.MetaTrainOptions()
+    assert (o.clip_grad_relative, o.skip_grad_relative, o.voltage_reg) == (3.0, 10.0, 1e-3)  # the default recipe
     ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
     assert ck["clip_calibration"].shape == (10,) and torch.isfinite(ck["clip_calibration"]).all()
     # the first calibration batch is iteration 0's batch at the same (initial) weights: the same norm
@@ -285,6 +295,19 @@ def test_relative_clip_is_the_default_and_resumes_exactly(tmp_path):
 
     with pytest.raises(RunFolderError, match="--clip-grad-relative 3 differs from the run's 1"):  # a resumed run
         eprop.meta_train(tmp_path / "a", 14, resume=True, **{**kw, "clip_grad_relative": 3.0})
+
+
+def test_skipped_gradients_take_no_adam_step(tmp_path):
+    """With the skip at the median (1x) the iterations whose norm is above the median of the earlier ones take no
+    step: Adam's step count is the iterations less the skipped ones, which run_summary counts from the log."""
+    run = tmp_path / "r"
+    eprop.meta_train(run, 16, batch=1, checkpoint_every=16, seed=2, progress=False, skip_grad_relative=1.0)
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    steps = {float(st["step"]) for st in ck["optimizer"]["state"].values()}
+    skipped = eprop.run_summary(run, window=4)["skipped"]
+    assert skipped >= 1 and steps == {16.0 - skipped}
+    with pytest.raises(ValueError, match="skip_grad_relative"):
+        eprop.meta_train(tmp_path / "bad", 1, batch=1, progress=False, skip_grad_relative=0.5)
 
 
 def test_clip_grad_relative_option_parses_off_and_refuses_below_one():
