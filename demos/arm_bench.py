@@ -86,7 +86,8 @@ def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
     figs["train_iters_per_s"] = 1.0 / figs["train_iter_s"]
     figs["train_batch"] = args.train_batch
     print(f"torch meta-training (batch {args.train_batch}, forward + BPTT, the default recipe's loss):   "
-          f"{figs['train_iters_per_s']:.4f} it/s ({figs['train_iter_s']:.1f} s per iteration, {args.threads} thread(s))")
+          f"{figs['train_iters_per_s']:.4f} it/s ({figs['train_iter_s']:.1f} s per iteration, "
+          f"{args.threads} thread(s))")
     ref = figs["train_iter_per_step_autograd_s"]
     print(f"  the same with per-step autograd of W_rec (the reference path): {ref:.1f} s per iteration, "
           f"{ref / figs['train_iter_s']:.2f}x the time")

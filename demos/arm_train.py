@@ -82,13 +82,15 @@ def run_runs(args: argparse.Namespace) -> int:
     keys = sorted({k for r in rows for k in r["loss_windows"]}, key=lambda k: int(k.split("-")[0]))
     shown = [k for k in keys if k in ("75-100", "150-175", "300-325", "600-625")] or keys[-3:]
     print("| run | options | its | " + " | ".join(f"loss {k}" for k in shown)
-          + f" | last {args.window} | max grad norm | clipped / skipped its | collapse at | LSG Hz / silent / > 150 Hz |")
+          + f" | last {args.window} | max grad norm | clipped / skipped its | collapse at "
+          + "| LSG Hz / silent / > 150 Hz |")
     print("|---" * (8 + len(shown)) + "|")
     for r in rows:
         c = r["config"]
         opts = ", ".join(f"{k}={c[k]:g}" if isinstance(c[k], float) else f"{k}={c[k]}"
                          for k in ("detach_reset", "readout_lr_factor", "clip_grad_norm", "clip_grad_relative",
-                                   "skip_grad_relative", "voltage_reg", "trainee_noise", "threshold_gradient") if k in c)
+                                   "skip_grad_relative", "voltage_reg", "trainee_noise", "threshold_gradient")
+                         if k in c)
         f = r["firing"]["lsg"]
         cells = " | ".join(f"{r['loss_windows'][k]:.3f}" if k in r["loss_windows"] else "" for k in shown)
         gn = "-" if r["max_grad_norm"] is None else f"{r['max_grad_norm']:.2g}"

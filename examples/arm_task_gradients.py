@@ -20,23 +20,21 @@ import torch
 
 from pcmeta.agents.eprop import PARAM_KEYS
 from pcmeta.agents.eprop.checkpoints import load_checkpoint_params, read_checkpoint
+from pcmeta.agents.eprop.config import OLD_RUN_VALUES
 from pcmeta.agents.eprop.episode import target_tensors
 from pcmeta.agents.eprop.losses import meta_loss_tensors
 from pcmeta.tasks import trajectories as traj
-
-#: the loss settings of a run (the old behaviour for runs from before a setting, as meta_train resumes them)
-_SETTINGS = {"detach_reset": True, "threshold_gradient": True, "voltage_reg": 0.0, "clean_code": False}
 
 
 def task_gradients(run: Path, iteration: int | None, tasks: int) -> tuple[int, np.ndarray, np.ndarray]:
     """Per-task gradient norms (tasks, len(PARAM_KEYS)) and task losses (tasks,) at the run's current weights,
     on the first ``tasks`` targets of iteration ``iteration``'s batch (None: the run's next iteration)."""
     ck = read_checkpoint(run / "checkpoint.pt")
-    cfg = {**_SETTINGS, **dict(ck.get("config", {}))}
+    cfg = {**OLD_RUN_VALUES, **dict(ck.get("config", {}))}  # a run from before a setting: its old behaviour
     it = int(ck["iteration"]) if iteration is None else iteration
     params = {k: v.requires_grad_(True) for k, v in load_checkpoint_params(run / "checkpoint.pt").items()}
     tg = traj.sample_targets(int(cfg.get("batch", 90)), rng=np.random.default_rng([int(cfg.get("seed", 0)), it]))
-    b = target_tensors(tg, clean_code=bool(cfg["clean_code"]))
+    b = target_tensors(tg, clean_code=bool(cfg.get("clean_code", False)))
     clock = torch.as_tensor(traj.clock_input(b["xyz"].shape[1]), dtype=torch.float32)
     norms, losses = [], []
     for i in range(min(tasks, b["xyz"].shape[0])):
@@ -55,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", required=True, help="a `pcmeta arm train` run folder (read only)")
     ap.add_argument("--iteration", type=int, default=None, help="whose batch (default: the run's next iteration)")
     ap.add_argument("--tasks", type=int, default=30, help="the first this many tasks of that batch (default 30)")
-    ap.add_argument("--top", type=int, default=3, help="largest tasks shown per matrix (default 3)")
+    ap.add_argument("--top", type=int, default=3, help="how many of the largest tasks to show (default 3)")
     args = ap.parse_args(argv)
     if args.tasks < 2 or args.top < 1 or (args.iteration is not None and args.iteration < 0):
         ap.error("--tasks must be >= 2, --top >= 1 and --iteration >= 0")

@@ -54,6 +54,6 @@ __all__ = [
     "arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "meta_loss",
     "meta_loss_tensors", "META_FIGURES", "LearnerPlacement", "EpropLearner", "Brian2OneShot",
     "evaluate", "evaluate_brian2", "summarize", "firing_stats", "meta_train", "MetaTrainOptions",
-    "READOUT_LR_FACTOR", "CLIP_GRAD_RELATIVE", "SKIP_GRAD_RELATIVE", "clip_gradients", "load_checkpoint_params", "run_summary",
-    "find_collapse", "chip_seed", "EpropAgent",
+    "READOUT_LR_FACTOR", "CLIP_GRAD_RELATIVE", "SKIP_GRAD_RELATIVE", "clip_gradients", "load_checkpoint_params",
+    "run_summary", "find_collapse", "chip_seed", "EpropAgent",
 ]

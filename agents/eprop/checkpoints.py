@@ -14,7 +14,7 @@ import torch
 from pcmeta.files import atomic_write, load_checkpoint, save_torch
 from pcmeta.tasks import trajectories as traj
 
-from .config import PARAM_KEYS
+from .config import OLD_RUN_VALUES, PARAM_KEYS
 from .evaluation import firing_stats
 
 __all__ = ["atomic_save", "read_checkpoint", "load_checkpoint_params", "run_summary", "find_collapse",
@@ -128,8 +128,8 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     ``window`` iterations (iterations [k window, (k + 1) window)), the largest logged gradient norm and the
     firing health (:func:`~pcmeta.agents.eprop.evaluation.firing_stats`) of its current weights on
     ``n_targets`` fixed targets (seed 0), the iteration of a collapse (:func:`find_collapse`; None), the iterations
-    the relative clip cut and skipped (:func:`clipped_iterations`) and the per-iteration curves (``curve``: loss, grad_norm,
-    reg, rate_lsg_hz)."""
+    the relative clip cut and skipped (:func:`clipped_iterations`) and the per-iteration curves (``curve``: loss,
+    grad_norm, reg, rate_lsg_hz)."""
     p = Path(run_dir) / "checkpoint.pt"
     ck = load_checkpoint(p, "arm checkpoint", required=("params", "history"))
     h = read_history(Path(run_dir) / "history.csv") or ck["history"]  # the log: complete also for slim checkpoints
@@ -138,10 +138,7 @@ def run_summary(run_dir: str | Path, window: int = 25, n_targets: int = 10) -> d
     windows = {f"{k}-{k + window}": float(loss[k:k + window].mean()) for k in range(0, len(loss) - window + 1, window)}
     tg = traj.sample_targets(n_targets, rng=np.random.default_rng(0))
     params = {k: ck["params"][k].float() for k in PARAM_KEYS}
-    # runs from before an option ran with what is now its non-default value or its old default
-    config = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "clip_grad_relative": None,
-              "skip_grad_relative": None, "voltage_reg": 0.0, "trainee_noise": "none", "threshold_gradient": True,
-              **dict(ck.get("config", {}))}
+    config = {**OLD_RUN_VALUES, **dict(ck.get("config", {}))}  # runs from before an option: its old behaviour
     return {"run": str(run_dir), "config": config, "iterations": int(ck["iteration"]), "best": ck.get("best", {}),
             "loss_windows": windows, "loss_last": float(loss[-window:].mean()) if len(loss) else float("nan"),
             "max_grad_norm": max(gn) if gn else None, "firing": firing_stats(params, tg),

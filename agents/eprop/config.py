@@ -11,7 +11,7 @@ import torch
 
 from pcmeta.tasks import trajectories as traj
 
-__all__ = ["ETA", "SNNConfig", "LEARNER", "LSG", "PARAM_KEYS", "TRAINEE_NOISE"]
+__all__ = ["ETA", "SNNConfig", "LEARNER", "LSG", "PARAM_KEYS", "TRAINEE_NOISE", "OLD_RUN_VALUES"]
 
 #: Learning rate of the one natural e-prop update.
 ETA: float = 1e-4
@@ -83,3 +83,8 @@ PARAM_KEYS = ("W_in_lsg", "W_rec_lsg", "W_out_lsg", "W_in_trainee", "W_rec_train
 #: ``trainee_noise``): "none" (float weights) or "authors" (the authors' training-time PCM model,
 #: :mod:`pcmeta.hardware.authors_arm`).
 TRAINEE_NOISE = ("none", "authors")
+
+#: A meta-training setting's value in runs from before the setting existed (their behaviour then): what a
+#: checkpoint's ``config`` lacks is read as this (resume, ``pcmeta arm runs``, the examples).
+OLD_RUN_VALUES = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "clip_grad_relative": None,
+                  "skip_grad_relative": None, "voltage_reg": 0.0, "trainee_noise": "none", "threshold_gradient": True}

@@ -11,8 +11,8 @@ from pcmeta.tasks import trajectories as traj
 from .config import ETA, LEARNER, LSG, SNNConfig
 from .episode import one_shot_episode, target_tensors
 
-__all__ = ["arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "VOLTAGE_REG", "meta_loss",
-           "meta_loss_tensors", "META_FIGURES"]
+__all__ = ["arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "VOLTAGE_REG",
+           "meta_loss", "meta_loss_tensors", "META_FIGURES"]
 
 #: Default factor of :func:`voltage_regularization` in arm meta-training (``voltage_reg``; SPEC's recipe has none):
 #: with it, the CPU run of the seed whose LSG had 307 silent neurons kept its rate term at ~0.02 and its median

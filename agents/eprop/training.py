@@ -24,7 +24,7 @@ from pcmeta.tasks import trajectories as traj
 from .checkpoints import append_history, atomic_save, trim_history
 from .clipping import (CLIP_CALIBRATION, CLIP_GRAD_RELATIVE, SKIP_GRAD_RELATIVE, clip_gradients, gradient_norm,
                        restore_window)
-from .config import PARAM_KEYS, TRAINEE_NOISE
+from .config import OLD_RUN_VALUES, PARAM_KEYS, TRAINEE_NOISE
 from .episode import target_tensors
 from .losses import META_FIGURES, VOLTAGE_REG, meta_loss_tensors
 from .weights import init_params, load_weights, save_weights_npz
@@ -38,12 +38,8 @@ _OLD_TEMPORARIES = ("weights.npz.tmp.npz", "best.npz.tmp.npz")
 #: The options a resumed run must keep (the checkpoint's ``config``); the others (iterations, checkpoint_every,
 #: device, cuda_graph, progress, time_limit_s, best_window) may change.
 RUN_SETTINGS = ("batch", "lr", "lr_decay", "decay_every", "seed", "clean_code", "clip_grad_norm",
-                "clip_grad_relative", "skip_grad_relative", "readout_lr_factor", "detach_reset", "trainee_noise", "voltage_reg",
-                "threshold_gradient")
-#: A setting's value in runs from before the setting existed (their behaviour then).
-_OLD_RUN_VALUES = {"detach_reset": True, "readout_lr_factor": 1.0, "clip_grad_norm": None, "clip_grad_relative": None,
-                   "skip_grad_relative": None, "voltage_reg": 0.0,
-                   "trainee_noise": "none", "threshold_gradient": True}
+                "clip_grad_relative", "skip_grad_relative", "readout_lr_factor", "detach_reset", "trainee_noise",
+                "voltage_reg", "threshold_gradient")
 
 #: Default lr factor of the learning network's readout in :func:`meta_train`: 1, one lr for every matrix as
 #: in the authors' code (1 - kappa, Adam on the readout in the filter's units, stalled learning in a CPU run:
@@ -394,8 +390,8 @@ class _MetaRun:
         """One iteration: forward + backward, the clip, Adam (no step for a skipped gradient), lr schedule."""
         figs = self.backward(it, robot, b)
         gnorm, skipped = clip_gradients([self.params[k].grad for k in PARAM_KEYS], self.clip_norms, it,
-                               self.o.clip_grad_norm, self.o.clip_grad_relative, self.clip_calibration,
-                               self.o.skip_grad_relative)
+                                        self.o.clip_grad_norm, self.o.clip_grad_relative, self.clip_calibration,
+                                        self.o.skip_grad_relative)
         eager = self.graph is None  # (the graph path checks its figures when they reach the CPU, in flush)
         if eager:
             self.check(it + 1, figs["loss"].detach(), gnorm.detach())
@@ -452,7 +448,7 @@ def _resolve_options(o: MetaTrainOptions, ck: dict | None, ck_path: Path) -> lis
     ``allow_changed_settings``; returns the changes); then validate."""
     changes: list[str] = []
     if ck is not None:
-        run = {**_OLD_RUN_VALUES, **dict(ck.get("config", {}))}
+        run = {**OLD_RUN_VALUES, **dict(ck.get("config", {}))}
         if o.readout_lr_factor is None:
             o.readout_lr_factor = float(run["readout_lr_factor"])
         changes = check_settings(ck_path, {k: getattr(o, k) for k in RUN_SETTINGS}, run,
