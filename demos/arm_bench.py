@@ -56,11 +56,13 @@ def _brian2_episode(args: argparse.Namespace, figs: dict[str, Any], clock, x_lsg
 
 def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
     """One meta-training iteration (forward + BPTT) under the default recipe's loss settings, alternating with the
-    per-step autograd reference path and with the voltage regularisation off (its cost)."""
+    per-step autograd reference path, with the voltage regularisation from (B, T, n) records (the reference of
+    its extremes path) and with the voltage regularisation off (its cost)."""
     import numpy as np
     import torch
 
     from pcmeta.agents import eprop
+    from pcmeta.agents.eprop.losses import full_voltage_record
     from pcmeta.agents.eprop.network import per_step_autograd
     from pcmeta.tasks import trajectories as traj
 
@@ -75,14 +77,17 @@ def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
                                           threshold_gradient=o.threshold_gradient, voltage_reg=voltage_reg)
         loss.backward()
 
-    fast, per_step, no_vreg = [], [], []
+    fast, per_step, full_v, no_vreg = [], [], [], []
     for _ in range(args.train_iters):  # the variants alternate, so that all see the same machine load
         fast.append(_median_s(lambda _k: iteration(o.voltage_reg), 1))
         with per_step_autograd():
             per_step.append(_median_s(lambda _k: iteration(o.voltage_reg), 1))
+        with full_voltage_record():
+            full_v.append(_median_s(lambda _k: iteration(o.voltage_reg), 1))
         no_vreg.append(_median_s(lambda _k: iteration(0.0), 1))
     figs["train_iter_s"], figs["train_iter_per_step_autograd_s"] = float(np.median(fast)), float(np.median(per_step))
     figs["train_iter_no_voltage_reg_s"] = float(np.median(no_vreg))
+    figs["train_iter_full_voltage_record_s"] = float(np.median(full_v))
     figs["train_iters_per_s"] = 1.0 / figs["train_iter_s"]
     figs["train_batch"] = args.train_batch
     print(f"torch meta-training (batch {args.train_batch}, forward + BPTT, the default recipe's loss):   "
@@ -91,6 +96,9 @@ def _meta_training(args: argparse.Namespace, figs: dict[str, Any]) -> None:
     ref = figs["train_iter_per_step_autograd_s"]
     print(f"  the same with per-step autograd of W_rec (the reference path): {ref:.1f} s per iteration, "
           f"{ref / figs['train_iter_s']:.2f}x the time")
+    fv = figs["train_iter_full_voltage_record_s"]
+    print(f"  the same with the voltage regularisation from (B, T, n) records (its reference): {fv:.1f} s per "
+          f"iteration, {fv / figs['train_iter_s']:.2f}x the time")
     nv = figs["train_iter_no_voltage_reg_s"]
     print(f"  the same without the voltage regularisation (--voltage-reg 0): {nv:.1f} s per iteration, "
           f"{nv / figs['train_iter_s']:.2f}x the time")

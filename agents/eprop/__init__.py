@@ -17,6 +17,7 @@ module              holds
                     :func:`save_weights_npz`, :func:`init_params`
 ``episode``         :func:`one_shot_episode` (differentiable), :func:`episode_inputs`, :func:`target_tensors`
 ``losses``          :func:`arm_losses`, rate / voltage regularisation, :func:`meta_loss`
+``voltage``         :class:`~pcmeta.agents.eprop.voltage.VoltageExtremes` (what the voltage regularisation reads)
 ``learner``         the learning network on a substrate: :class:`LearnerPlacement`, :class:`EpropLearner`
 ``brian2_engine``   the two networks in brian2: :class:`Brian2OneShot`
 ``evaluation``      :func:`evaluate`, :func:`evaluate_brian2`, :func:`firing_stats`, :func:`summarize`
@@ -27,8 +28,8 @@ module              holds
 ==================  ==========================================================================================
 
 Where the weights live is a :class:`pcmeta.hardware.Deployment` (presets ``Deployment.preset(name, "arm")``:
-``pcm``, ``paper``, ``software``, ``pcm-hermes``, ``authors-model``). The authors' arm PCM model (their reference row, and their training-time noise model) lives in
-:mod:`pcmeta.hardware.authors_arm`.
+``pcm``, ``paper``, ``software``, ``pcm-hermes``, ``authors-model``). The authors' arm PCM model (their reference
+row, and their training-time noise model) lives in :mod:`pcmeta.hardware.authors_arm`.
 """
 from .agent import EpropAgent
 from .brian2_engine import Brian2OneShot
@@ -39,7 +40,7 @@ from .episode import episode_inputs, one_shot_episode, target_tensors
 from .evaluation import evaluate, evaluate_brian2, firing_stats, summarize
 from .learner import EpropLearner, LearnerPlacement
 from .losses import (META_FIGURES, arm_losses, arm_losses_tensors, meta_loss, meta_loss_tensors,
-                     rate_regularization, voltage_regularization)
+                     rate_regularization, voltage_regularization, voltage_regularization_of)
 from .network import SNNRecord, leaky_filter, no_diag, reference_step, run_snn, spike_fn
 from .rule import eprop_update, round_to_grid, traces
 from .clipping import CLIP_GRAD_RELATIVE, SKIP_GRAD_RELATIVE, clip_gradients
@@ -51,8 +52,8 @@ __all__ = [
     "reference_step", "leaky_filter", "no_diag", "traces", "eprop_update", "round_to_grid",
     "load_weights", "save_weights_npz",
     "SHIPPED_WEIGHTS", "init_params", "episode_inputs", "target_tensors", "one_shot_episode",
-    "arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "meta_loss",
-    "meta_loss_tensors", "META_FIGURES", "LearnerPlacement", "EpropLearner", "Brian2OneShot",
+    "arm_losses", "arm_losses_tensors", "rate_regularization", "voltage_regularization", "voltage_regularization_of",
+    "meta_loss", "meta_loss_tensors", "META_FIGURES", "LearnerPlacement", "EpropLearner", "Brian2OneShot",
     "evaluate", "evaluate_brian2", "summarize", "firing_stats", "meta_train", "MetaTrainOptions",
     "READOUT_LR_FACTOR", "CLIP_GRAD_RELATIVE", "SKIP_GRAD_RELATIVE", "clip_gradients", "load_checkpoint_params",
     "run_summary", "find_collapse", "chip_seed", "EpropAgent",

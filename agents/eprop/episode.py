@@ -57,7 +57,8 @@ def one_shot_episode(
     threshold_gradient: bool = True,
     trainee_noise: str = "none",
     record_v: bool = False,
-) -> dict[str, torch.Tensor]:
+    record_extremes: bool = False,
+) -> dict[str, Any]:
     """Demonstration trial -> learning signals -> one e-prop update -> test trial, for a batch of tasks.
 
     Args:
@@ -76,6 +77,8 @@ def one_shot_episode(
             (``training_reprogram``)); for meta-training, not with ``learner``.
         record_v: also return the LSG's and the demonstration trial's membrane potentials and thresholds
             (v_lsg, A_lsg, v_demo, A_demo; for :func:`~pcmeta.agents.eprop.losses.voltage_regularization`).
+        record_extremes: also return their :class:`~pcmeta.agents.eprop.voltage.VoltageExtremes` (extremes_lsg,
+            extremes_demo; the same regularisation without (B, T, n) records).
 
     Returns:
         dict with omega_before (B, T, 2) rad/s (the demonstration trial's output), L (B, T, 250),
@@ -83,21 +86,25 @@ def one_shot_episode(
         z_lsg, z_demo, z_test for rate regularisation.
     """
     B = x_lsg.shape[0]
+    if (record_v or record_extremes) and learner is not None:
+        raise ValueError("record_v / record_extremes need the learning network in torch (not an EpropLearner)")
     lsg = run_snn(LSG, x_lsg, params["W_in_lsg"], params["W_rec_lsg"], params["W_out_lsg"],
-                  detach_reset=detach_reset, threshold_gradient=threshold_gradient, record_v=record_v)
+                  detach_reset=detach_reset, threshold_gradient=threshold_gradient, record_v=record_v,
+                  record_extremes=record_extremes)
     if trainee_noise not in TRAINEE_NOISE:
         raise ValueError(f"trainee_noise must be one of {TRAINEE_NOISE}, got {trainee_noise!r}")
     if trainee_noise == "authors" and learner is not None:
         raise ValueError("trainee_noise='authors' is a training-time model; a learner brings its own substrate")
     noisy = _authors_weights(params, B) if trainee_noise == "authors" else None
-    demo = _demonstration(params, clock, B, learner, noisy, detach_reset=detach_reset, record_v=record_v)
+    demo = _demonstration(params, clock, B, learner, noisy, detach_reset=detach_reset,
+                          record={"record_v": record_v, "record_extremes": record_extremes})
     L = lsg.y
     dW_in, dW_rec = eprop_update(clock, demo.z, demo.psi, L, LEARNER.alpha, eta)
     out = {"omega_before": demo.y, "L": L, "dW_in": dW_in, "dW_rec": dW_rec, "z_lsg": lsg.z, "z_demo": demo.z}
     if record_v:
-        if demo.v is None:
-            raise ValueError("record_v needs the learning network in torch (not an EpropLearner)")
         out.update(v_lsg=lsg.v, A_lsg=lsg.A, v_demo=demo.v, A_demo=demo.A)
+    if record_extremes:
+        out.update(extremes_lsg=lsg.extremes, extremes_demo=demo.extremes)
     if test:
         if learner is not None and B != 1:
             raise ValueError("an EpropLearner runs one task at a time (B = 1)")
@@ -116,16 +123,17 @@ def _authors_weights(params: Mapping[str, Any], B: int) -> dict[str, torch.Tenso
 
 
 def _demonstration(params: Mapping[str, Any], clock: torch.Tensor, B: int, learner: Any,
-                   noisy: dict[str, torch.Tensor] | None, *, detach_reset: bool, record_v: bool) -> SNNRecord:
-    """The learning network's demonstration trial (pseudo-derivatives recorded for the update)."""
+                   noisy: dict[str, torch.Tensor] | None, *, detach_reset: bool, record: dict[str, bool]) -> SNNRecord:
+    """The learning network's demonstration trial (pseudo-derivatives recorded for the update; ``record``: the
+    other records :func:`~pcmeta.agents.eprop.network.run_snn` takes, for the torch network)."""
     if noisy is not None:
         return run_snn(LEARNER, clock, noisy["in"], noisy["rec"], noisy["out"], record_psi=True,
-                       detach_reset=detach_reset, record_v=record_v,
+                       detach_reset=detach_reset, **record,
                        read_var=(read_var(noisy["in"]), read_var(noisy["rec"]), noisy["var_out"]))
     if learner is not None:
         return learner.trial(clock, record_psi=True)
     return run_snn(LEARNER, clock, params["W_in_trainee"], params["W_rec_trainee"], params["W_out_trainee"],
-                   batch=B, record_psi=True, detach_reset=detach_reset, record_v=record_v)
+                   batch=B, record_psi=True, detach_reset=detach_reset, **record)
 
 
 def _test_trial(params: Mapping[str, Any], clock: torch.Tensor, dW_in: torch.Tensor, dW_rec: torch.Tensor,

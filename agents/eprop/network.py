@@ -25,6 +25,7 @@ import torch
 from pcmeta.hardware import SynapticArray
 
 from .config import SNNConfig
+from .voltage import VoltageExtremes
 
 __all__ = ["spike_fn", "SNNRecord", "run_snn", "reference_step", "leaky_filter", "no_diag", "per_step_autograd"]
 
@@ -157,6 +158,7 @@ class SNNRecord:
         psi: pseudo-derivatives (None unless ``record_psi``).
         v: membrane potentials (None unless ``record_v``).
         A: thresholds A_t (None unless ``record_v``; LIF: constant v_th).
+        extremes: the extremes of (v - A) / v_th per task and neuron (None unless ``record_extremes``).
     """
 
     z: torch.Tensor
@@ -164,6 +166,7 @@ class SNNRecord:
     psi: torch.Tensor | None = None
     v: torch.Tensor | None = None
     A: torch.Tensor | None = None
+    extremes: VoltageExtremes | None = None
 
 
 def run_snn(
@@ -176,6 +179,7 @@ def run_snn(
     batch: int | None = None,
     record_psi: bool = False,
     record_v: bool = False,
+    record_extremes: bool = False,
     detach_reset: bool = True,
     threshold_gradient: bool = True,
     per_step_mvm: bool | None = None,
@@ -192,6 +196,8 @@ def run_snn(
         W_out: readout weights (n_rec, n_out) / (B, n_rec, n_out) / SynapticArray, or None.
         batch: number of tasks B when neither x nor the weights carry it (default 1).
         record_psi, record_v: also return pseudo-derivatives / membrane potentials and thresholds.
+        record_extremes: also return :class:`~pcmeta.agents.eprop.voltage.VoltageExtremes` (what the voltage
+            regularisation reads, without a (B, T, n) record).
         detach_reset: stop the gradient through the reset term A_t z_{t-1} (e-prop convention; affects
             gradients only, never the forward values).
         threshold_gradient: let the gradient of the spike function reach the adaptive threshold A_t (ALIF:
@@ -225,6 +231,7 @@ def run_snn(
         var_rec = no_diag(var_rec)
     I_in = None if step_in else _input_currents(cfg, x, W_in, var_in, B, T)
     rec = _simulate(cfg, x, W_in, W_rec, I_in, var_rec, B, record_psi=record_psi, record_v=record_v,
+                    extremes=VoltageExtremes(cfg.v_th) if record_extremes else None,
                     detach_reset=detach_reset, threshold_gradient=threshold_gradient)
     if W_out is not None:
         rec.y = _readout(cfg, rec.z, W_out, var_out, per_step=step_out)
@@ -262,9 +269,10 @@ def _input_currents(cfg: SNNConfig, x: torch.Tensor, W_in: Any, var_in: torch.Te
 
 
 def _simulate(cfg: SNNConfig, x: torch.Tensor, W_in: Any, W_rec: Any, I_in: tuple | None,
-              var_rec: torch.Tensor | None, B: int, *, record_psi: bool, record_v: bool, detach_reset: bool,
-              threshold_gradient: bool) -> SNNRecord:
-    """The time loop of :func:`run_snn` (I_in None: one W_in MVM per step); returns z and the records."""
+              var_rec: torch.Tensor | None, B: int, *, record_psi: bool, record_v: bool,
+              extremes: VoltageExtremes | None, detach_reset: bool, threshold_gradient: bool) -> SNNRecord:
+    """The time loop of :func:`run_snn` (I_in None: one W_in MVM per step); returns z and the records
+    (``extremes``: updated every step and returned as the record's)."""
     dtype, dev = x.dtype, x.device
     alpha, rho = cfg.alpha, cfg.rho
     beta = cfg.beta_vector(dtype, dev) if cfg.n_alif else None
@@ -294,12 +302,14 @@ def _simulate(cfg: SNNConfig, x: torch.Tensor, W_in: Any, W_rec: Any, I_in: tupl
         z = spike_fn(v, A_spk, cfg.v_th, cfg.gamma) * free
         r = torch.clamp(r + 5.0 * z.detach() - 1.0, 0.0, float(cfg.n_refractory))
         zs.append(z)
+        if extremes is not None:
+            extremes.update(v, A, free)
         if record_psi:
             psis.append(free * (cfg.gamma / cfg.v_th) * torch.clamp(1.0 - (v - A).abs() / cfg.v_th, min=0.0))
         if record_v:
             vs.append(v)
             As.append(A if torch.is_tensor(A) else torch.full_like(v, A))
-    rec = SNNRecord(z=torch.stack(zs, dim=1))
+    rec = SNNRecord(z=torch.stack(zs, dim=1), extremes=extremes)
     if record_psi:
         rec.psi = torch.stack(psis, dim=1)
     if record_v:

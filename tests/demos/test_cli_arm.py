@@ -102,11 +102,13 @@ def test_arm_demo_runs_headless(tmp_path, capsys):
 
 def test_bench_snn_times_the_default_recipe_and_its_variants(tmp_path, capsys):
     """`pcmeta bench snn` times a meta-training iteration under the default recipe's loss, the per-step autograd
-    reference and the same without the voltage regularisation, side by side."""
+    reference, the voltage regularisation's (B, T, n) reference and the same without it, side by side."""
     out = tmp_path / "bench.json"
     assert main(["bench", "snn", "--episodes", "1", "--train-batch", "1", "--train-iters", "1",
                  "--json", str(out)]) == 0
     figs = json.loads(out.read_text())
-    for k in ("train_iter_s", "train_iter_per_step_autograd_s", "train_iter_no_voltage_reg_s"):
+    for k in ("train_iter_s", "train_iter_per_step_autograd_s", "train_iter_no_voltage_reg_s",
+              "train_iter_full_voltage_record_s"):
         assert figs[k] > 0, k
-    assert "without the voltage regularisation (--voltage-reg 0)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "without the voltage regularisation (--voltage-reg 0)" in printed and "(B, T, n) records" in printed

@@ -226,3 +226,60 @@ def test_recurrent_weight_gradient_gathered_once_equals_per_step_autograd(per_ta
     for a, b in zip(out[True][2], out[False][2]):
         assert a.abs().max() > 0
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("threshold_gradient", [True, False])
+def test_voltage_regularization_from_extremes_matches_the_full_record(threshold_gradient):
+    """The extremes gathered in the time loop give the (B, T, n) version's value and gradient (float64, a random
+    initialisation: a few hundred silent LSG neurons, gradient through the ALIF thresholds too), alone and with a
+    batch split over processes (a fixed other share standing in for the all-reduce). The LSG's input weights are
+    turned over and scaled up, so that it has saturated neurons as well as silent ones."""
+    from pcmeta.tasks import trajectories as traj
+
+    p = eprop.init_params(3)
+    p["W_in_lsg"] = -5 * p["W_in_lsg"]
+    params = {k: v.double().requires_grad_(True) for k, v in p.items()}
+    tg = traj.sample_targets(3, rng=np.random.default_rng(1))
+    x_lsg = eprop.target_tensors(tg, dtype=torch.float64)["x_lsg"]
+    clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=torch.float64)
+    ep = eprop.one_shot_episode(params, clock, x_lsg, record_v=True, record_extremes=True, test=False,
+                                detach_reset=False, threshold_gradient=threshold_gradient)
+    keys = list(params)
+    ext = ep["extremes_lsg"]
+    saturated = torch.where(torch.isfinite(ext.min), ext.min, 0.0).mean(dim=0) > 1
+    assert int(saturated.sum()) > 10 and int((ext.max.mean(dim=0) < -1).sum()) > 10
+    for net, cfg in (("lsg", eprop.LSG), ("demo", eprop.LEARNER)):
+        other = torch.linspace(-3.0, 2.0, cfg.n_rec, dtype=torch.float64)
+        for batch_mean in (None, lambda s: 0.5 * (s + other)):  # noqa: E731
+            full = eprop.voltage_regularization(ep[f"v_{net}"], ep[f"A_{net}"], ep[f"z_{net}"], cfg, batch_mean)
+            fast = eprop.voltage_regularization_of(ep[f"extremes_{net}"], batch_mean)
+            assert float(full.detach()) > 0.1 and float(fast.detach()) == pytest.approx(float(full.detach()), rel=1e-12)
+            g_full = torch.autograd.grad(full, [params[k] for k in keys], retain_graph=True, allow_unused=True)
+            g_fast = torch.autograd.grad(fast, [params[k] for k in keys], retain_graph=True, allow_unused=True)
+            for k, a, b in zip(keys, g_full, g_fast):
+                assert (a is None) == (b is None), k
+                if a is not None:
+                    assert float(a.norm()) > 0, k
+                    torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=f"{net} {k}")
+
+
+def test_meta_loss_takes_the_voltage_term_from_the_extremes_on_a_cpu():
+    """meta_loss_tensors under the default voltage factor gives the loss and meta-gradient of its (B, T, n)
+    reference (:func:`full_voltage_record`), float64."""
+    from pcmeta.agents.eprop.losses import full_voltage_record
+    from pcmeta.tasks import trajectories as traj
+
+    params = {k: v.double().requires_grad_(True) for k, v in eprop.init_params(5).items()}
+    tg = traj.sample_targets(2, rng=np.random.default_rng(2))
+    batch = eprop.target_tensors(tg, dtype=torch.float64)
+    clock = torch.as_tensor(traj.clock_input(traj.T_STEPS), dtype=torch.float64)
+    runs = []
+    for reference in (False, True):
+        with full_voltage_record() if reference else contextlib.nullcontext():
+            loss, _ = eprop.meta_loss_tensors(params, clock, batch, voltage_reg=1e-2)
+        runs.append((float(loss.detach()), torch.autograd.grad(loss, list(params.values()))))
+    (fast, g_fast), (ref, g_ref) = runs
+    no_vreg, _ = eprop.meta_loss_tensors(params, clock, batch, voltage_reg=0.0)
+    assert fast == pytest.approx(ref, rel=1e-12) and fast - float(no_vreg.detach()) > 1e-3
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
