@@ -173,8 +173,8 @@ def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, b
     dict, ``clock`` (T, 5). On a CUDA device nothing here leaves it, so one call plus ``backward()`` can be
     captured in a CUDA graph. ``detach_reset``: see :func:`~pcmeta.agents.eprop.network.run_snn` (False: the
     gradient also flows through the reset term, as in the authors' TensorFlow code); ``threshold_gradient``: see
-    ``run_snn``; ``trainee_noise``: see :func:`~pcmeta.agents.eprop.episode.one_shot_episode`; ``voltage_reg``: factor of
-    :func:`voltage_regularization` of both networks (LSG and demonstration trial), added to the loss (0: off;
+    ``run_snn``; ``trainee_noise``: see :func:`~pcmeta.agents.eprop.episode.one_shot_episode`; ``voltage_reg``:
+    factor of :func:`voltage_regularization` of both networks (LSG and demonstration trial), added to the loss (0: off;
     on a CPU from the trials' extremes, :func:`voltage_regularization_of`, unless :func:`full_voltage_record`);
     ``batch_mean``: the mean over processes when the batch is split over them (:func:`over_batch`: the
     regularisers then see the whole batch's statistics; the figures are this process's share's except "reg").
