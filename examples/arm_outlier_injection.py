@@ -4,7 +4,8 @@ Copies a `pcmeta arm train` run's checkpoint three times, multiplies the gradien
 ``--factor`` (35: the outlier that began the collapse of an earlier seed-0 GPU run), and continues the copies
 for ``--iterations`` on the run's own targets: one without any clip, one with the relative clip alone (3x the
 median norm of the last 50 iterations), one with the default (that clip, and no step above 10x the median). The
-run folder itself is not touched; its own continuation (if it went on) is the curve without the outlier. Prints the loss, the LSG's rate and the rate term after the outlier:
+run folder itself is not touched; its own continuation (if it went on) is the curve without the outlier. Prints
+the loss, the LSG's rate and the rate term after the outlier:
 
     python examples/arm_outlier_injection.py --run runs/arm_seeds/s1 --out runs/outlier_s1 --iterations 40
 

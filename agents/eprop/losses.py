@@ -179,17 +179,18 @@ def meta_loss_tensors(params: Mapping[str, torch.Tensor], clock: torch.Tensor, b
     ``batch_mean``: the mean over processes when the batch is split over them (:func:`over_batch`: the
     regularisers then see the whole batch's statistics; the figures are this process's share's except "reg").
     Returns (loss, figures as 0-d tensors, keys :data:`META_FIGURES`)."""
-    on_cpu = clock.device.type == "cpu" and not _FULL_VOLTAGE_RECORD[-1]
+    from_extremes = clock.device.type == "cpu" and not _FULL_VOLTAGE_RECORD[-1]
     ep = one_shot_episode(params, clock, batch["x_lsg"], eta=eta, detach_reset=detach_reset,
                           threshold_gradient=threshold_gradient, trainee_noise=trainee_noise,
-                          record_v=voltage_reg > 0 and not on_cpu, record_extremes=voltage_reg > 0 and on_cpu)
+                          record_v=voltage_reg > 0 and not from_extremes,
+                          record_extremes=voltage_reg > 0 and from_extremes)
     task = arm_losses_tensors(ep["omega_after"], batch["omega"], batch["xyz"], batch["start"], robot)
     # the learning network's rate is taken over its demonstration and test trials together
     bm = batch_mean
     reg = (rate_regularization(ep["z_lsg"], LSG, batch_mean=bm)
            + rate_regularization(torch.cat([ep["z_demo"], ep["z_test"]], dim=1), LEARNER, batch_mean=bm))
     loss = task["loss"].mean() + reg
-    if voltage_reg > 0 and on_cpu:
+    if voltage_reg > 0 and from_extremes:
         loss = loss + voltage_reg * (voltage_regularization_of(ep["extremes_lsg"], bm)
                                      + voltage_regularization_of(ep["extremes_demo"], bm))
     elif voltage_reg > 0:

@@ -43,7 +43,7 @@ class VoltageExtremes:
             d = (v.detach() - (A.detach() if torch.is_tensor(A) else A)) / self.v_th
             dn = torch.where(free > 0, d, torch.full_like(d, float("inf")))
             if t == 0:
-                self.max, self.min = d.clone(), dn
+                self.max, self.min = d, dn
                 self.argmax = torch.zeros(d.shape, dtype=torch.long, device=d.device)
                 self.argmin = torch.zeros_like(self.argmax)
                 return
