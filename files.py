@@ -7,6 +7,8 @@
   the parent folder. Every ``--json`` of the command line goes through it.
 - :func:`save_npz` / :func:`save_torch` write weights and checkpoints through :func:`atomic_write`.
 - :func:`clean_temporaries` removes temporary files a killed writer left behind in a folder.
+- :func:`file_sha256` names a file's content (benchmark records carry their weights file's, so that a stale
+  record is told from a current one).
 
 Reading weights and checkpoints: every weights ``.npz`` and torch checkpoint pcmeta reads goes through
 :func:`load_arrays` / :func:`read_npz` + :func:`check_arrays` and :func:`load_checkpoint`, which check the format
@@ -19,6 +21,7 @@ This module is the base layer of pcmeta: every part may import it; it imports no
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -66,6 +69,15 @@ def clean_temporaries(folder: str | os.PathLike) -> list[Path]:
             p.unlink()
             removed.append(p)
     return removed
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _plain(obj: Any) -> Any:

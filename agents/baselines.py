@@ -8,15 +8,19 @@
   initialisation (:func:`pcmeta.agents.eprop.weights.init_params`); both are :class:`EpropAgent` s.
 
 :data:`SHIPPED` names every shipped entry of the leaderboard with the families it runs on and a factory
-``make(benchmark) -> agent``; a factory raises :class:`NotAvailable` when it has no weights for a benchmark
+``make(benchmark, weights file) -> agent`` and the weights file it loads (:meth:`Entry.weights`, whose SHA-256
+every benchmark record carries); an entry raises :class:`NotAvailable` when it has no weights for a benchmark
 (e.g. MAML's 5-way readout on a 20-way benchmark).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from pcmeta.files import file_sha256
 
 
 class NotAvailable(ValueError):
@@ -66,53 +70,88 @@ class PixelPrototypeAgent:
 
 
 # ------------------------------------------------------------------------------------- shipped entries
-def _maml(weights_by_split: dict[str, str]) -> Callable[[Any], Any]:
-    def make(benchmark: Any) -> Any:
-        from pcmeta.agents.maml import MAMLAgent  # noqa: PLC0415 (torch model, loaded when used)
+def _maml_weights(weights_by_split: dict[str, str]) -> Callable[[Any], Path]:
+    def weights(benchmark: Any) -> Path:
+        from pcmeta.agents.shipped import resolve_weights  # noqa: PLC0415
 
         name = weights_by_split.get(benchmark.split)
         if name is None or benchmark.n_way != 5:
             raise NotAvailable(f"no shipped MAML weights for {benchmark.name} (shipped: 5-way readouts, "
                                f"{sorted(weights_by_split)} split)")
-        return MAMLAgent.from_weights(name)
-    return make
+        return resolve_weights(name, "omniglot")
+    return weights
 
 
-def _eprop(weights: str | None = None, update: bool = True, untrained: bool = False) -> Callable[[Any], Any]:
-    def make(benchmark: Any) -> Any:
+def _arm_weights(benchmark: Any) -> Path:
+    from pcmeta.agents.shipped import resolve_weights  # noqa: PLC0415
+
+    return resolve_weights(None, "arm")
+
+
+def _no_weights(benchmark: Any) -> None:
+    return None
+
+
+def _maml(benchmark: Any, path: Path) -> Any:
+    from pcmeta.agents.maml import MAMLAgent  # noqa: PLC0415 (torch model, loaded when used)
+
+    return MAMLAgent.from_weights(path)
+
+
+def _eprop(update: bool = True) -> Callable[[Any, Path | None], Any]:
+    def make(benchmark: Any, path: Path | None) -> Any:
         from pcmeta.agents.eprop import EpropAgent  # noqa: PLC0415
         from pcmeta.agents.eprop.weights import init_params  # noqa: PLC0415
 
-        if untrained:
+        if path is None:
             return EpropAgent(init_params(seed=0), update=update)
-        return EpropAgent.from_weights(weights, update=update)
+        return EpropAgent.from_weights(path, update=update)
     return make
 
 
 @dataclass(frozen=True)
 class Entry:
     """A shipped leaderboard entry: the families it runs on, whether its weights live on the deployment's
-    substrate (``on_chip``; False: deployment-independent, run once in software), its factory, and the splits
-    whose benchmarks it runs in software only."""
+    substrate (``on_chip``; False: deployment-independent, run once in software), its factory
+    ``make(benchmark, weights file or None)``, the splits whose benchmarks it runs in software only, and
+    ``weights(benchmark)``: the weights file it loads for a benchmark (None: no file; raises
+    :class:`NotAvailable` where it has none for that benchmark)."""
 
     families: tuple[str, ...]
     on_chip: bool
-    make: Callable[[Any], Any]
+    make: Callable[[Any, Path | None], Any]
     description: str
     software_only_splits: tuple[str, ...] = ()  # benchmarks of these splits: software deployments only
+    weights: Callable[[Any], Path | None] = _no_weights
+
+    def agent(self, benchmark: Any) -> Any:
+        """The entry's agent for ``benchmark`` (:class:`NotAvailable` where it has no weights for it)."""
+        return self.make(benchmark, self.weights(benchmark))
+
+    def weights_sha256(self, benchmark: Any) -> str | None:
+        """The SHA-256 of the weights file the entry loads for ``benchmark`` (None: no file, or none for it)."""
+        try:
+            path = self.weights(benchmark)
+        except NotAvailable:
+            return None
+        return None if path is None else file_sha256(path)
 
 
 SHIPPED: dict[str, Entry] = {
-    "random": Entry(("omniglot",), False, lambda b: RandomAgent(), "uniform random scores (chance level)"),
-    "pixel-prototype": Entry(("omniglot",), False, lambda b: PixelPrototypeAgent(),
+    "random": Entry(("omniglot",), False, lambda b, w: RandomAgent(), "uniform random scores (chance level)"),
+    "pixel-prototype": Entry(("omniglot",), False, lambda b, w: PixelPrototypeAgent(),
                              "nearest class mean on raw pixels, no meta-learning"),
-    "maml": Entry(("omniglot",), True, _maml({"paper": "paper_5w5s", "classic": "classic_5w1s"}),
+    "maml": Entry(("omniglot",), True, _maml,
                   "MAML, pcmeta's shipped float weights (paper_5w5s; classic split: classic_5w1s, every "
-                  "parameter adapted in software, so software deployments only)", ("classic",)),
-    "maml-4bit": Entry(("omniglot",), True, _maml({"paper": "paper_5w5s_4bit"}),
-                       "MAML meta-trained through the paper's 4-bit quantizer (paper_5w5s_4bit)"),
-    "eprop": Entry(("arm",), True, _eprop(), "spiking learner, natural e-prop, pcmeta's shipped arm weights"),
-    "arm-no-adapt": Entry(("arm",), True, _eprop(update=False), "the meta-learned spiking learner, no update"),
-    "arm-untrained": Entry(("arm",), True, _eprop(untrained=True),
+                  "parameter adapted in software, so software deployments only)", ("classic",),
+                  _maml_weights({"paper": "paper_5w5s", "classic": "classic_5w1s"})),
+    "maml-4bit": Entry(("omniglot",), True, _maml,
+                       "MAML meta-trained through the paper's 4-bit quantizer (paper_5w5s_4bit)",
+                       weights=_maml_weights({"paper": "paper_5w5s_4bit"})),
+    "eprop": Entry(("arm",), True, _eprop(), "spiking learner, natural e-prop, pcmeta's shipped arm weights",
+                   weights=_arm_weights),
+    "arm-no-adapt": Entry(("arm",), True, _eprop(update=False), "the meta-learned spiking learner, no update",
+                          weights=_arm_weights),
+    "arm-untrained": Entry(("arm",), True, _eprop(),
                            "one e-prop update from a random (non-meta-learned) initialisation"),
 }

@@ -18,6 +18,8 @@ is recorded with its reason and the run goes on), on the benchmark's fixed meta-
 
 Agents: any object implementing :class:`pcmeta.agents.Agent`, a shipped entry's name
 (:data:`pcmeta.agents.baselines.SHIPPED`) or an import path ``"package.module:factory"`` (:func:`load_agent`).
+A shipped entry's record carries ``weights_sha256``, the SHA-256 of the weights file it ran with (None for
+entries without one and for other agents), so that a grid tells a stale record from a current one.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from .protocol import check_agent
 
 #: Keys every record has (see :func:`run`).
 RECORD_KEYS = ("benchmark", "agent", "deployment", "time_s", "compensation", "seed", "metric", "value", "ci95",
-               "n_tasks", "n_failed", "cost", "footprint", "activity", "version", "command")
+               "n_tasks", "n_failed", "cost", "footprint", "activity", "weights_sha256", "version", "command")
 _COST_KEYS = ("mvms", "programming_events", "energy_J", "latency_s")
 
 
@@ -56,7 +58,7 @@ def load_agent(spec: Any, benchmark: Benchmark) -> tuple[Any, str]:
         entry = SHIPPED[spec]
         if benchmark.family not in entry.families:
             raise ValueError(f"shipped agent {spec!r} runs on {entry.families} benchmarks, not {benchmark.name}")
-        return entry.make(benchmark), spec
+        return entry.agent(benchmark), spec
     if ":" not in spec:
         raise ValueError(f"agent must be a shipped name ({sorted(SHIPPED)}) or an import path "
                          f"'package.module:factory', got {spec!r}")
@@ -69,6 +71,11 @@ def load_agent(spec: Any, benchmark: Benchmark) -> tuple[Any, str]:
     agent = factory(benchmark) if takes_arg else factory() if callable(factory) else factory
     check_agent(agent)
     return agent, spec
+
+
+def weights_sha256_of(spec: Any, benchmark: Benchmark) -> str | None:
+    """The SHA-256 of the weights file a shipped entry ``spec`` loads for ``benchmark``; None for any other agent."""
+    return SHIPPED[spec].weights_sha256(benchmark) if isinstance(spec, str) and spec in SHIPPED else None
 
 
 # -------------------------------------------------------------------------------------- deployments
@@ -169,6 +176,7 @@ def run(agent: Any, benchmark: str | Benchmark, deployment: Any = "software", *,
 
     bench = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)
     dep = resolve_deployment(deployment, bench, time, compensation)
+    sha = weights_sha256_of(agent, bench)
     agent, name = load_agent(agent, bench)
     task_list = bench.tasks(tasks, data_dir=data_dir)
     recorded = _Recorded(**{f: getattr(dep, f) for f in dep.__dataclass_fields__})
@@ -186,7 +194,7 @@ def run(agent: Any, benchmark: str | Benchmark, deployment: Any = "software", *,
         "footprint": _mean_of(ok, "footprint_"), "activity": _mean_of(ok, "activity_"),
         "secondary": secondary, "values": [r[res.metric] for r in ok],
         "task_s": float(np.mean([r["task_s"] for r in ok])) if ok else 0.0,
-        "wall_s": res.wall_s, "deployment_config": dep.to_dict(), "version": __version__,
+        "wall_s": res.wall_s, "deployment_config": dep.to_dict(), "weights_sha256": sha, "version": __version__,
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "python",
     }
     return rec

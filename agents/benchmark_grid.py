@@ -9,9 +9,14 @@ Points are independent jobs: :func:`run_grid` writes each record atomically to i
 ``i % WORLD_SIZE == RANK``, so N workers (on one machine or several sharing the folder) produce exactly the
 records of a serial run.
 
+A record is skipped only where it answers the point as asked now (:func:`stale_reason`): the same number
+of tasks, the same weights file (its SHA-256) and the same deployment settings. Any other record is stale:
+:func:`run_grid` refuses to start and names each one with what differs (``stale="rerun"``, the command
+line's ``--rerun-stale``, replaces them), so a changed weights file or preset never hides behind an old figure.
+
 Expansion rules: a deployment-independent shipped agent (``Entry.on_chip`` False: random, pixel prototype)
-runs on ``software`` only (so does one on the splits it adapts in software only); software deployments have no drift time or compensation (one point, time 0); a
-shipped agent runs only on its families' benchmarks.
+runs on ``software`` only (so does one on the splits it adapts in software only); software deployments have no
+drift time or compensation (one point, time 0); a shipped agent runs only on its families' benchmarks.
 """
 from __future__ import annotations
 
@@ -22,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from pcmeta.files import write_json
+from pcmeta.files import to_json, write_json
 from pcmeta.hardware import Deployment
 from pcmeta.hardware.times import format_time, parse_time
 from pcmeta.tasks.benchmarks import get_benchmark
 
 from .baselines import SHIPPED, NotAvailable
-from .benchmark import run
+from .benchmark import resolve_deployment, run, weights_sha256_of
 
 
 @dataclass(frozen=True)
@@ -93,24 +98,81 @@ def shard(points: list[Point], rank: int | None = None, world: int | None = None
     return [p for i, p in enumerate(points) if i % world == rank]
 
 
+class StaleRecords(ValueError):
+    """Records in a grid's folder that do not answer their points as asked now (see :func:`stale_reason`)."""
+
+
+def stale_reason(rec: dict, point: Point, tasks: int | None = None) -> str | None:
+    """Why the record ``rec`` of ``point`` does not answer it as asked now (None: it does): another number of
+    tasks than ``tasks`` (None: the benchmark's protocol), other weights than the entry's file now, or other
+    deployment settings than the preset's now."""
+    bench = get_benchmark(point.benchmark)
+    sha = weights_sha256_of(point.agent, bench)
+    if rec.get("weights_sha256") != sha:
+        if "weights_sha256" not in rec:
+            return "it holds no weights fingerprint (an older pcmeta wrote it), so its weights cannot be checked"
+        then = _short(rec["weights_sha256"])
+        return f"it was made with other weights (SHA-256 {then}, the agent's now {_short(sha)})"
+    if rec.get("status") == "unavailable":
+        return None
+    want = bench.test_tasks if tasks is None else int(tasks)
+    if rec.get("n_tasks") != want:
+        return f"it ran on {rec.get('n_tasks')} tasks, {want} asked for"
+    dep = resolve_deployment(point.deployment, bench, point.time_s, point.compensation)
+    now, then = json.loads(to_json(dep.to_dict())), rec.get("deployment_config", {})
+    differ = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    if differ:
+        return f"its deployment settings differ from the preset's now in {', '.join(differ)}"
+    return None
+
+
+def _short(sha: str | None) -> str:
+    return "none" if sha is None else f"{sha[:12]}..."
+
+
+def _stale_records(points: list[Point], out: Path, tasks: int | None) -> dict[Point, str]:
+    """The stale existing records of ``points`` with their reasons."""
+    stale: dict[Point, str] = {}
+    for p in points:
+        path = record_path(out, p)
+        if path.is_file():
+            reason = stale_reason(json.loads(path.read_text()), p, tasks)
+            if reason is not None:
+                stale[p] = reason
+    return stale
+
+
 def run_grid(points: list[Point], out_dir: str | os.PathLike, *, tasks: int | None = None, data_dir: Any = None,
              time_limit_s: float | None = None, progress: bool = True, rank: int | None = None,
-             world: int | None = None, command: str | None = None) -> dict[str, int]:
+             world: int | None = None, command: str | None = None, stale: str = "error") -> dict[str, int]:
     """Run this worker's share of ``points`` whose record is not in ``out_dir`` yet; returns counts
-    ``{"done", "skipped", "unavailable"}``; ``command`` is recorded in each record. A point whose agent has no weights for its benchmark
-    (:class:`NotAvailable`) is recorded as ``{"status": "unavailable", "reason": ...}``."""
+    ``{"done", "skipped", "unavailable", "stale"}``; ``command`` is recorded in each record. A point whose
+    agent has no weights for its benchmark (:class:`NotAvailable`) is recorded as ``{"status": "unavailable",
+    "reason": ...}``. Existing records of any point that are stale (:func:`stale_reason`) raise
+    :class:`StaleRecords` before anything runs (``stale="error"``), or are run again and replaced
+    (``stale="rerun"``, counted in ``"stale"`` as well as ``"done"``)."""
     from tqdm.auto import tqdm
 
+    if stale not in ("error", "rerun"):
+        raise ValueError(f"stale must be 'error' or 'rerun', got {stale!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mine = shard(points, rank, world)
-    counts = {"done": 0, "skipped": 0, "unavailable": 0}
+    old = _stale_records(points, out, tasks)
+    if old and stale == "error":
+        named = "; ".join(f"{record_path(out, p).name}: {why}" for p, why in list(old.items())[:5])
+        more = f"; and {len(old) - 5} more" if len(old) > 5 else ""
+        raise StaleRecords(f"{len(old)} record(s) in {out} do not answer this grid as asked now: {named}{more}. "
+                           "Run them again with --rerun-stale (stale='rerun'; the old records are replaced), "
+                           "or write to another folder")
+    counts = {"done": 0, "skipped": 0, "unavailable": 0, "stale": 0}
     bar = tqdm(mine, desc="grid", unit="point", disable=not progress)
     for p in bar:
         path = record_path(out, p)
-        if path.is_file():
+        if path.is_file() and p not in old:
             counts["skipped"] += 1
             continue
+        counts["stale"] += p in old
         bar.set_postfix_str(p.key()[:60])
         try:
             rec = run(p.agent, p.benchmark, p.deployment, time=p.time_s, compensation=p.compensation, tasks=tasks,
@@ -118,7 +180,8 @@ def run_grid(points: list[Point], out_dir: str | os.PathLike, *, tasks: int | No
             counts["done"] += 1
         except NotAvailable as exc:
             rec = {"benchmark": p.benchmark, "agent": p.agent, "deployment": p.deployment, "time_s": p.time_s,
-                   "compensation": p.compensation, "seed": p.seed, "status": "unavailable", "reason": str(exc)}
+                   "compensation": p.compensation, "seed": p.seed, "status": "unavailable", "reason": str(exc),
+                   "weights_sha256": None}
             counts["unavailable"] += 1
         if command:
             rec["command"] = command

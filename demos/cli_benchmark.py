@@ -42,6 +42,9 @@ def register(groups) -> None:
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--json", metavar="OUT", help="write the record of ONE point to this file")
     out.add_argument("--out", metavar="DIR", help="grid: one record per point in DIR (completed points skipped)")
+    p.add_argument("--rerun-stale", action="store_true", help="grid: run again (and replace) the records in DIR "
+                   "made with other weights, tasks or deployment settings than asked now (default: refuse, "
+                   "naming them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -83,9 +86,10 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--json takes exactly one point, these arguments make {len(points)}; use --out DIR")
         return _run_one(args, points[0])
     counts = run_grid(points, args.out, tasks=args.tasks, data_dir=args.data_dir, time_limit_s=args.time_limit,
-                      progress=not args.no_progress, command=command_line(args))
-    print(f"{args.out}: {counts['done']} points run, {counts['skipped']} already there, "
-          f"{counts['unavailable']} unavailable")
+                      progress=not args.no_progress, command=command_line(args),
+                      stale="rerun" if args.rerun_stale else "error")
+    print(f"{args.out}: {counts['done']} points run ({counts['stale']} of them stale records replaced), "
+          f"{counts['skipped']} already there, {counts['unavailable']} unavailable")
     return 0
 
 

@@ -11,7 +11,9 @@ import pytest
 
 from pcmeta.agents.baselines import PixelPrototypeAgent, RandomAgent
 from pcmeta.agents.benchmark import RECORD_KEYS, run
-from pcmeta.agents.benchmark_grid import expand_grid, load_records, run_grid
+from pcmeta.agents.benchmark_grid import StaleRecords, expand_grid, load_records, record_path, run_grid
+from pcmeta.agents.shipped import WEIGHTS_DIR
+from pcmeta.files import file_sha256
 from pcmeta.tasks.benchmarks import BENCHMARKS, get_benchmark
 from prototype_learner import PrototypeLearner
 
@@ -115,7 +117,7 @@ def test_grid_resumes_and_two_workers_write_the_serial_records(omniglot_dir, tmp
     assert [p.agent for p in points].count("random") == 2 and all(p.benchmark != "arm-oneshot-v0" for p in points)
     serial, shared = tmp_path / "serial", tmp_path / "shared"
     c = run_grid(points, serial, tasks=3, data_dir=omniglot_dir, progress=False)
-    assert c == {"done": 7, "skipped": 0, "unavailable": 3}
+    assert c == {"done": 7, "skipped": 0, "unavailable": 3, "stale": 0}
     assert run_grid(points, serial, tasks=3, data_dir=omniglot_dir, progress=False)["skipped"] == 10
     for rank in (0, 1):
         run_grid(points, shared, tasks=3, data_dir=omniglot_dir, progress=False, rank=rank, world=2)
@@ -123,6 +125,52 @@ def test_grid_resumes_and_two_workers_write_the_serial_records(omniglot_dir, tmp
     assert len(a) == len(b) == 7
     key = lambda r: (r["benchmark"], r["agent"], r["deployment"], r["time_s"])  # noqa: E731
     assert sorted((key(r), r["values"]) for r in a) == sorted((key(r), r["values"]) for r in b)
+
+
+def test_grid_refuses_stale_records_and_reruns_them_when_asked(omniglot_dir, tmp_path):
+    points = expand_grid(["omniglot-5w5s-v0"], ["maml", "random"], ["software", "pcm"], times=["1d"])
+    assert run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False)["done"] == 3
+    maml_sw, maml_pcm = (p for p in points if p.agent == "maml")
+    rec = json.loads(record_path(tmp_path, maml_sw).read_text())
+    assert rec["weights_sha256"] == file_sha256(WEIGHTS_DIR / "paper_5w5s.npz")
+    assert json.loads(record_path(tmp_path, points[-1]).read_text())["weights_sha256"] is None  # random: no file
+    # another task count: every record is stale, nothing runs
+    with pytest.raises(StaleRecords, match="3 record.*ran on 2 tasks, 3 asked for"):
+        run_grid(points, tmp_path, tasks=3, data_dir=omniglot_dir, progress=False)
+
+    def tamper(point, **change):
+        path = record_path(tmp_path, point)
+        r = json.loads(path.read_text())
+        r.update(change)
+        for k in [k for k, v in change.items() if v is None]:
+            del r[k]
+        path.write_text(json.dumps(r))
+
+    tamper(maml_sw, weights_sha256="0" * 64)  # as if the shipped file had been replaced since
+    with pytest.raises(StaleRecords, match=r"1 record.*made with other weights \(SHA-256 000000000000"):
+        run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False)
+    tamper(maml_sw, weights_sha256=None)  # a record of an older pcmeta
+    with pytest.raises(StaleRecords, match="no weights fingerprint"):
+        run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False)
+    config = json.loads(record_path(tmp_path, maml_pcm).read_text())["deployment_config"]
+    tamper(maml_pcm, deployment_config={**config, "config": {**config["config"], "weight_bits": 8}})
+    with pytest.raises(StaleRecords, match="2 record.*deployment settings differ from the preset's now in config"):
+        run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False)
+    c = run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False, stale="rerun")
+    assert c == {"done": 2, "skipped": 1, "unavailable": 0, "stale": 2}
+    assert run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False)["skipped"] == 3
+    assert json.loads(record_path(tmp_path, maml_sw).read_text())["weights_sha256"] == rec["weights_sha256"]
+
+
+def test_cli_names_stale_records_and_reruns_them_with_rerun_stale(omniglot_dir, tmp_path):
+    cmd = [sys.executable, "-m", "pcmeta", "benchmark", "run", "--agent", "random", "--benchmark",
+           "omniglot-5w1s-v0", "--data-dir", str(omniglot_dir), "--out", str(tmp_path), "--no-progress", "--tasks"]
+    assert subprocess.run(cmd + ["2"], capture_output=True, text=True, timeout=300).returncode == 0
+    bad = subprocess.run(cmd + ["3"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "ran on 2 tasks, 3 asked for" in bad.stderr and "--rerun-stale" in bad.stderr
+    ok = subprocess.run(cmd + ["3", "--rerun-stale"], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and "1 points run (1 of them stale records replaced)" in ok.stdout
+    assert json.loads(next(tmp_path.glob("*.json")).read_text())["n_tasks"] == 3
 
 
 def test_report_writes_a_leaderboard_and_plots(omniglot_dir, tmp_path):
