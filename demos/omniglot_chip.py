@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pcmeta.demos.options import command_line, int_list, int_range, nonneg_int, positive_int, write_result
-from pcmeta.files import write_json
+from pcmeta.files import file_sha256, write_json
 from pcmeta.hardware.times import TIMES
 
 #: Digital baseline for the energy comparison (assumptions, order of magnitude): an 8-bit MAC including
@@ -230,10 +230,29 @@ def sweep_conditions(quick: bool, model) -> list[Point]:
     return pts
 
 
-def _sweep_rows(args, model, pool, tasks: int, cmd: str) -> list[dict]:
+def _check_done_points(done_dir: Path, settings: dict, pts: list[Point]) -> None:
+    """Refuse a sweep folder whose points were made with other settings (arguments, weights files by SHA-256)
+    or under another deployment than the code's now; else record the settings."""
+    stamp = done_dir / "settings.json"
+    if stamp.is_file():
+        old = json.loads(stamp.read_text())
+        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if differ:
+            raise ValueError(f"{done_dir} holds sweep points made with other settings ({', '.join(differ)}); use "
+                             f"another --out or delete that folder")
+    for i, pt in enumerate(pts):
+        f = done_dir / f"{i}.json"
+        if f.is_file() and json.loads(f.read_text())[0]["deployment"] != pt.deployment.to_json():
+            raise ValueError(f"{f} was made under another deployment than the code's now for that point "
+                             f"({pt.condition}); use another --out or delete that folder")
+    write_json(stamp, settings)
+
+
+def _sweep_rows(args, model, pool, tasks: int, cmd: str, weights: Path) -> list[dict]:
     from tqdm.auto import tqdm
 
     from pcmeta.agents.maml import MAML, evaluate_on_chip, mean_ci95
+    from pcmeta.agents.shipped import resolve_weights
 
     pts = sweep_conditions(args.quick, model)
     if args.noise_aware_weights:
@@ -248,11 +267,10 @@ def _sweep_rows(args, model, pool, tasks: int, cmd: str) -> list[dict]:
     done_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in ("out", "func", "argv", "json",
                                                                              "_group_parser")}
-    stamp = done_dir / "settings.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) != settings:
-        raise ValueError(f"{done_dir} holds sweep points made with other settings; use another --out or delete "
-                         f"that folder")
-    write_json(stamp, settings)
+    settings["weights_sha256"] = file_sha256(weights)
+    if args.noise_aware_weights:
+        settings["noise_aware_weights_sha256"] = file_sha256(resolve_weights(args.noise_aware_weights, "omniglot"))
+    _check_done_points(done_dir, settings, pts)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     mine = [i for i in range(len(pts)) if i % world == rank and not (done_dir / f"{i}.json").is_file()]
     for i in tqdm(mine, desc="sweep", unit="point", disable=rank != 0):
@@ -291,7 +309,7 @@ def _sweep(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cmd = command_line(args)
     t0 = time.time()
-    rows = _sweep_rows(args, model, pool, tasks, cmd)
+    rows = _sweep_rows(args, model, pool, tasks, cmd, weights)
     if not rows:  # a torchrun rank other than 0: rank 0 writes the results
         return 0
     fields = ["group", "x_label", "x", "condition", "accuracy", "ci95", "tasks", "deployment", "command"]

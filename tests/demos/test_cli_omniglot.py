@@ -135,7 +135,17 @@ def test_sweep_quick_writes_csv_plots_and_table(tmp_path, omniglot_dir, capsys):
         == n_points
     assert main(["omniglot", "sweep", "--quick", "--tasks", "2", "--data-dir", str(omniglot_dir), "--out",
                  str(out)]) == 2
-    assert "holds sweep points made with other settings" in capsys.readouterr().err
+    assert "holds sweep points made with other settings (tasks)" in capsys.readouterr().err
+    # a weights file replaced since (its SHA-256), or a deployment the code now builds otherwise: refused too
+    stamp, point = out / "points" / "settings.json", out / "points" / "1.json"
+    settings = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({**settings, "weights_sha256": "0" * 64}))
+    again = ["omniglot", "sweep", "--quick", "--tasks", "3", "--data-dir", str(omniglot_dir), "--out", str(out)]
+    assert main(again) == 2 and "other settings (weights_sha256)" in capsys.readouterr().err
+    stamp.write_text(json.dumps(settings))
+    rows_1 = json.loads(point.read_text())
+    point.write_text(json.dumps([{**rows_1[0], "deployment": rows_1[0]["deployment"].replace("1", "2", 1)}]))
+    assert main(again) == 2 and "1.json was made under another deployment" in capsys.readouterr().err
 
 
 def test_sweep_points_shared_by_two_torchrun_workers(tmp_path, omniglot_dir):
