@@ -3,8 +3,10 @@ drift time (one line per agent x deployment x compensation, software as horizont
 
 Table rows: agent, deployment (with its drift compensation), then the metric at each drift time (software:
 one column), as ``mean +- 95 % CI`` (accuracy in %), the tasks per point, and the adaptation cost at the
-row's first time (estimated energy per adaptation, programming events) and footprint (devices). Several seeds
-of one point are pooled (their per-task values together).
+row's first time (estimated energy per adaptation, programming events) and footprint (devices), and the first
+10 hex digits of the weights file's SHA-256 (empty: no file; "unknown": records of an older pcmeta). Several
+seeds of one point are pooled (their per-task values together). An agent whose records on one benchmark were
+made with different weights files is refused (ValueError naming the fingerprints), never mixed into one table.
 """
 from __future__ import annotations
 
@@ -40,8 +42,22 @@ def _fmt(m: float, ci: float, metric: str) -> str:
     return f"{m:.4f} ± {ci:.4f}" if np.isfinite(ci) else f"{m:.4f}"
 
 
+def _weights_of(bench: str, recs: list[dict]) -> dict[str, str]:
+    """Per agent, its weights fingerprint cell; ValueError where its records hold several."""
+    shas: dict[str, set] = defaultdict(set)
+    for r in recs:
+        shas[r["agent"]].add(r.get("weights_sha256", "unknown"))
+    for agent, found in shas.items():
+        if len(found) > 1:
+            named = ", ".join(sorted("none" if s is None else s[:10] for s in found))
+            raise ValueError(f"{bench}: the records of {agent} were made with different weights files ({named}); "
+                             f"run the stale ones again (pcmeta benchmark run ... --rerun-stale)")
+    return {a: "" if f == {None} else next(iter(f))[:10] for a, f in shas.items()}
+
+
 def _table(bench: str, recs: list[dict]) -> tuple[list[str], dict]:
     metric = recs[0]["metric"]
+    weights = _weights_of(bench, recs)
     times = sorted({r["time_s"] for r in recs if r["deployment_config"]["substrate"] != "software"})
     rows: dict = defaultdict(lambda: defaultdict(list))
     for r in recs:
@@ -49,7 +65,7 @@ def _table(bench: str, recs: list[dict]) -> tuple[list[str], dict]:
         rows[_row_key(r)][t].append(r)
     unit = " (%)" if metric == "accuracy" else ""
     head = ["agent", "deployment", "software"] + [format_time(t) for t in times] + ["tasks", "adapt energy (J)",
-                                                                                    "adapt pulses", "devices"]
+                                                                                    "adapt pulses", "devices", "weights"]
     lines = [f"### {bench}: {metric}{unit}, mean ± 95 % CI over tasks", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best = max if recs[0].get("metric") == "accuracy" else min
@@ -66,7 +82,7 @@ def _table(bench: str, recs: list[dict]) -> tuple[list[str], dict]:
         e = cost.get("energy_J", 0.0)
         lines.append("| " + " | ".join([key[0], key[1], *vals, str(n), f"{e:.3g}" if e else "0",
                                         f"{cost.get('programming_events', 0):.0f}",
-                                        f"{foot.get('devices', 0):.0f}"]) + " |")
+                                        f"{foot.get('devices', 0):.0f}", weights[key[0]]]) + " |")
         curves[key] = {t: _pool(v)[:2] for t, v in cells.items()}
     return lines, {"metric": metric, "curves": curves}
 

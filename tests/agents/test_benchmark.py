@@ -184,6 +184,14 @@ def test_report_writes_a_leaderboard_and_plots(omniglot_dir, tmp_path):
     assert "| PixelPrototypeAgent | software |" in md and "| RandomAgent | software |" in md
     assert md.index("PixelPrototypeAgent") < md.index("RandomAgent")  # best first
     assert paths[1].suffix == ".png" and paths[1].stat().st_size > 1000
+    rec = run("maml", "omniglot-5w5s-v0", tasks=2, data_dir=omniglot_dir)
+    (tmp_path / "maml.json").write_text(json.dumps(rec))
+    sha = file_sha256(WEIGHTS_DIR / "paper_5w5s.npz")
+    assert f"| {sha[:10]} |" in write_report([tmp_path], tmp_path / "report")[0].read_text()
+    (tmp_path / "maml_seed1.json").write_text(json.dumps({**rec, "seed": 1, "weights_sha256": "f" * 64}))
+    with pytest.raises(ValueError, match=f"records of maml were made with different weights files \\({sha[:10]}, "
+                                         "ffffffffff\\)"):
+        write_report([tmp_path], tmp_path / "report")
 
 
 def test_the_env_episode_loop_scores_like_the_harness(omniglot_dir):
