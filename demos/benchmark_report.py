@@ -64,8 +64,8 @@ def _table(bench: str, recs: list[dict]) -> tuple[list[str], dict]:
         t = "sw" if r["deployment_config"]["substrate"] == "software" else r["time_s"]
         rows[_row_key(r)][t].append(r)
     unit = " (%)" if metric == "accuracy" else ""
-    head = ["agent", "deployment", "software"] + [format_time(t) for t in times] + ["tasks", "adapt energy (J)",
-                                                                                    "adapt pulses", "devices", "weights"]
+    head = ["agent", "deployment", "software", *(format_time(t) for t in times), "tasks", "adapt energy (J)",
+            "adapt pulses", "devices", "weights"]
     lines = [f"### {bench}: {metric}{unit}, mean ± 95 % CI over tasks", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best = max if recs[0].get("metric") == "accuracy" else min
