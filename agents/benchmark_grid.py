@@ -120,10 +120,22 @@ def stale_reason(rec: dict, point: Point, tasks: int | None = None) -> str | Non
         return f"it ran on {rec.get('n_tasks')} tasks, {want} asked for"
     dep = resolve_deployment(point.deployment, bench, point.time_s, point.compensation)
     now, then = json.loads(to_json(dep.to_dict())), rec.get("deployment_config", {})
-    differ = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    differ = sorted(_differ(now, then))
     if differ:
         return f"its deployment settings differ from the preset's now in {', '.join(differ)}"
     return None
+
+
+def _differ(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The keys whose values differ between two dicts, nested dicts by their dotted keys."""
+    out: list[str] = []
+    for k in set(a) | set(b):
+        x, y = a.get(k, "absent"), b.get(k, "absent")
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differ(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}")
+    return out
 
 
 def _short(sha: str | None) -> str:

@@ -93,7 +93,7 @@ def eval_deployment(args):
     if dep.substrate != "pcm":
         raise ValueError(f"deployment {dep.name!r} is on {dep.substrate!r}: omniglot eval runs on software or pcm")
     overrides = {"weight_bits": args.bits, "drift_compensation": args.drift_compensation}
-    dep = dep.with_(config={k: v for k, v in overrides.items() if v is not None})  # with_ drops None keys
+    dep = dep.with_(config={k: v for k, v in overrides.items() if v is not None})  # flags not given: None
     if args.readout_w_max is not None:
         dep = place_readout(dep, Placement(READOUT, "own", {"w_max": _w_max(args.readout_w_max)}))
     return dep

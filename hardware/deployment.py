@@ -147,11 +147,11 @@ class Deployment:
         return self.substrate != "software"
 
     def with_(self, **changes: Any) -> "Deployment":
-        """A copy with fields changed; ``config=`` entries are merged into the config (None values drop a key)."""
+        """A copy with fields changed; ``config=`` entries are merged into the config. A None value is a setting
+        like any other (on PCM: an ideal converter, every array on its own scale, ...), kept as given."""
         cfg = changes.pop("config", None)
         if cfg is not None:
-            merged = {**self.config, **cfg}
-            changes["config"] = {k: v for k, v in merged.items() if v is not None}
+            changes["config"] = {**self.config, **cfg}
         return replace(self, **changes)
 
     def pcm_config(self, seed: int = 0, **overrides: Any) -> PCMConfig:

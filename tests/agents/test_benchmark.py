@@ -154,7 +154,7 @@ def test_grid_refuses_stale_records_and_reruns_them_when_asked(omniglot_dir, tmp
         run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False)
     config = json.loads(record_path(tmp_path, maml_pcm).read_text())["deployment_config"]
     tamper(maml_pcm, deployment_config={**config, "config": {**config["config"], "weight_bits": 8}})
-    with pytest.raises(StaleRecords, match="2 record.*deployment settings differ from the preset's now in config"):
+    with pytest.raises(StaleRecords, match="2 record.*deployment settings differ from the preset's now in config.weight_bits"):
         run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False)
     c = run_grid(points, tmp_path, tasks=2, data_dir=omniglot_dir, progress=False, stale="rerun")
     assert c == {"done": 2, "skipped": 1, "unavailable": 0, "stale": 2}

@@ -93,6 +93,18 @@ def test_with_merges_config_and_parses_time():
     assert dep.pcm_config(seed=5).seed == 5
 
 
+@pytest.mark.parametrize("family, name", [(f, n) for f in ("arm", "omniglot") for n in ("pcm", "paper", "pcm-hermes")])
+def test_with_keeps_the_presets_none_settings(family, name):
+    """The arm presets' ideal converters (dac_bits / adc_bits None) and per-array scales (w_max None) are settings:
+    merging another option (as the benchmark harness does with the preset's own drift compensation) keeps them."""
+    dep = Deployment.preset(name, family)
+    own = dep.config.get("drift_compensation", "none")
+    same = dep.with_(config={"drift_compensation": own})
+    assert all(same.config[k] == v for k, v in dep.config.items()) and same.pcm_config() == dep.pcm_config()
+    if family == "arm":
+        assert same.pcm_config().dac_bits is None and same.pcm_config().adc_bits is None
+
+
 @pytest.mark.parametrize("text, seconds", [("1s", 1), ("620s", 620), ("1min", 60), ("2.5h", 9000), ("1d", 86400),
                                            ("1day", 86400), ("1mo", 2592000), ("1y", 31536000), ("1e3", 1000),
                                            (42, 42), (0.5, 0.5), (" 3 h ", 10800)])
