@@ -40,6 +40,7 @@ from pcmeta.tasks.omniglot_files import (  # noqa: F401  (re-exported: the publi
     download,
     load_omniglot,
     resolve_cache_dir,
+    require_data,
     resolve_data_dir,
 )
 

@@ -103,6 +103,15 @@ def _source(data_dir: Path, subset: str) -> Path:
     raise OmniglotDataError(_missing_message(data_dir, name))
 
 
+def require_data(data_dir: str | os.PathLike | None = None) -> Path:
+    """The resolved data folder (:func:`resolve_data_dir`) after checking that both subsets are there;
+    :class:`OmniglotDataError` saying what to do otherwise (before any work is started on them)."""
+    ddir = resolve_data_dir(data_dir)
+    for subset in ("background", "evaluation"):
+        _source(ddir, subset)
+    return ddir
+
+
 # ----------------------------------------------------------------------------------------- download
 def download(data_dir: str | os.PathLike | None = None, *, force: bool = False, timeout_s: float = 60.0,
              progress: bool = True) -> Path:

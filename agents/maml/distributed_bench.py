@@ -27,6 +27,18 @@ distributed.destroy()
 """
 
 
+def worker_error(stderr: str) -> str:
+    """The worker's own error from a failed torchrun's stderr: the last line of the first traceback (torchrun
+    prints its own ChildFailedError traceback after the worker's); the stderr's tail if there is none."""
+    lines = stderr.strip().splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")), None)
+    if start is not None:
+        for ln in lines[start + 1:]:
+            if ln and not ln.startswith((" ", "\t")) and not ln.startswith("Traceback"):
+                return ln
+    return stderr.strip()[-600:]
+
+
 def bench_world_sizes(preset_name: str, worlds: tuple[int, ...] = (1, 2), iterations: int = 5,
                       data_dir=None, timeout_s: float = 1800.0) -> dict[int, float]:
     """Meta-iterations per second of ``preset_name``'s meta-training with each number of processes in ``worlds``
@@ -37,9 +49,9 @@ def bench_world_sizes(preset_name: str, worlds: tuple[int, ...] = (1, 2), iterat
     import sys
     import tempfile
 
-    from pcmeta.tasks.omniglot import resolve_data_dir
+    from pcmeta.tasks.omniglot import require_data
 
-    data = str(resolve_data_dir(data_dir))
+    data = str(require_data(data_dir))  # a missing data set: one clear error here, not one per worker
     out: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "bench_worker.py")
@@ -53,6 +65,6 @@ def bench_world_sizes(preset_name: str, worlds: tuple[int, ...] = (1, 2), iterat
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
             if proc.returncode != 0 or not lines:
                 raise DistributedError(f"the {w}-process benchmark failed (exit {proc.returncode}): "
-                                       f"{proc.stderr.strip()[-600:]}")
+                                       f"{worker_error(proc.stderr)}")
             out[w] = json.loads(lines[-1][6:])["it_s"]
     return out

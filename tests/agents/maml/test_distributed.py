@@ -155,3 +155,16 @@ def test_speed_benchmark_over_world_sizes(omniglot_dir):
 
     r = bench_world_sizes("paper-5w1s", (1, 2), iterations=1, data_dir=omniglot_dir, timeout_s=300)
     assert set(r) == {1, 2} and all(v > 0 for v in r.values())
+
+
+def test_speed_benchmark_names_a_missing_data_set_and_a_workers_error(tmp_path):
+    from pcmeta.agents.maml.distributed_bench import bench_world_sizes, worker_error
+    from pcmeta.tasks.omniglot import OmniglotDataError
+
+    with pytest.raises(OmniglotDataError, match="Omniglot not found: expected .*images_background.zip"):
+        bench_world_sizes("paper-5w1s", (1,), iterations=1, data_dir=tmp_path)
+    stderr = ("Traceback (most recent call last):\n  File \"w.py\", line 9, in <module>\n    x()\n"
+              "ValueError: unknown preset 'p'\nE1207 failed (exitcode: 1)\nTraceback (most recent call last):\n"
+              "  File \"run.py\", line 1, in <module>\ntorch.distributed.elastic.ChildFailedError: \n=====\n")
+    assert worker_error(stderr) == "ValueError: unknown preset 'p'"
+    assert worker_error("no traceback at all") == "no traceback at all"
