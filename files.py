@@ -21,6 +21,7 @@ This module is the base layer of pcmeta: every part may import it; it imports no
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -72,7 +73,15 @@ def clean_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, as 64 hex digits."""
+    """The SHA-256 of a file's bytes, as 64 hex digits. Read once per (path, size, modification time): a grid
+    asks for the same weights file's hash for each of its points."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _sha256_of(p, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

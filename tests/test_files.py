@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from pcmeta.files import atomic_write, clean_temporaries, save_npz, write_json
+from pcmeta.files import atomic_write, clean_temporaries, file_sha256, save_npz, write_json
 
 
 def test_write_json_creates_parents_and_converts_numpy(tmp_path):
@@ -36,3 +36,13 @@ def test_clean_temporaries_and_npz(tmp_path):
     save_npz(tmp_path / "w.npz", {"a": np.ones(2)})
     assert [p.name for p in clean_temporaries(tmp_path)] == [".w.npz.abc.pcmeta-tmp"]
     assert np.load(tmp_path / "w.npz")["a"].tolist() == [1.0, 1.0]
+
+
+def test_file_sha256_is_the_content_hash_and_follows_a_rewritten_file(tmp_path):
+    import hashlib
+
+    f = tmp_path / "w.npz"
+    f.write_bytes(b"first")
+    assert file_sha256(f) == hashlib.sha256(b"first").hexdigest() == file_sha256(str(f))
+    f.write_bytes(b"second, longer")  # a replaced weights file: read again, not the cached hash
+    assert file_sha256(f) == hashlib.sha256(b"second, longer").hexdigest()
